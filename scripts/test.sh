@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs every test of miLLM: formatting, lints, the web UI's tests and build, the Rust tests on
+# SQLite and on a PostgreSQL server this script starts, and the browser test in Chromium.
+# Installs what is missing (PostgreSQL, Chromium, npm packages) through the system's package
+# manager and npm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+export CARGO_TARGET_DIR=$TARGET_DIR
+
+step() { printf '\n==> %s\n' "$*"; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  step "installing ${missing[*]}"
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+}
+
+apt_install postgresql chromium
+
+# --- PostgreSQL: a private server on loopback for the registry tests -------------------------
+PG_DIR=""
+cleanup() {
+  if [ -n "$PG_DIR" ] && [ -d "$PG_DIR" ]; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+  fi
+}
+trap cleanup EXIT
+if [ -z "${MILLM_TEST_POSTGRES_URL:-}" ]; then
+  step "starting PostgreSQL"
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  PG_DIR=$(mktemp -d /tmp/millm-pg.XXXXXX)
+  chown postgres "$PG_DIR"
+  PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DIR/data" --auth=trust -U postgres >/dev/null
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -w -l "$PG_DIR/log" \
+    -o "-h 127.0.0.1 -p $PG_PORT -k $PG_DIR -c max_connections=300 -c fsync=off" start >/dev/null
+  export MILLM_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+fi
+
+# --- Web UI: install, lint, unit tests, build (embedded by the Rust build) -------------------
+step "web: npm ci, lint, tests, build"
+(cd web && npm ci --no-audit --no-fund && npm run lint && npm test && npm run build)
+export MILLM_SKIP_WEB_BUILD=1
+
+# --- Rust: format, lints, tests --------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy (warnings denied)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo test (SQLite and PostgreSQL)"
+cargo test --workspace --locked
+
+# --- Browser test: the real binary and the fake Hub in Chromium ------------------------------
+step "browser test (Chromium)"
+cargo build --locked --bin millm --example fake_hub
+(cd web && MILLM_TARGET_DIR="$TARGET_DIR" npm run e2e)
+
+step "all tests passed"

@@ -1,0 +1,52 @@
+//! `/api/models/{id}/load` and `/api/models/{id}/unload`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::extract::IdPath;
+use super::schema::{Envelope, ModelResponse};
+use super::{ok, ApiOk};
+use crate::app::AppState;
+use crate::error::{AppResult, ErrorBody};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(load_model))
+        .routes(routes!(unload_model))
+}
+
+/// Starts loading the model into memory at its quantization (`loading`); the loaded model, if
+/// another, is unloaded first. Completion arrives as `model:load:complete` or `model:load:error`.
+#[utoipa::path(post, path = "/api/models/{id}/load", tag = "models",
+    params(("id" = i64, Path, description = "Model id (≥ 1)")),
+    responses(
+        (status = 202, description = "Loading started", body = Envelope<ModelResponse>),
+        (status = 400, description = "MODEL_ALREADY_LOADED", body = Envelope<ErrorBody>),
+        (status = 404, description = "MODEL_NOT_FOUND", body = Envelope<ErrorBody>),
+        (status = 409, description = "MODEL_BUSY (downloading, or a load is running) or INVALID_STATE (no complete download)", body = Envelope<ErrorBody>),
+        (status = 500, description = "MODEL_LOAD_FAILED: the files cannot be loaded", body = Envelope<ErrorBody>),
+        (status = 507, description = "INSUFFICIENT_MEMORY: details.required_mb, details.available_mb", body = Envelope<ErrorBody>)))]
+async fn load_model(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+) -> AppResult<ApiOk<ModelResponse>> {
+    let model = state.services.load_model(id).await?;
+    Ok(ApiOk(StatusCode::ACCEPTED, model))
+}
+
+/// Waits for requests using the model (up to GRACEFUL_UNLOAD_TIMEOUT), frees its memory, and
+/// answers with the model `ready`.
+#[utoipa::path(post, path = "/api/models/{id}/unload", tag = "models",
+    params(("id" = i64, Path, description = "Model id (≥ 1)")),
+    responses(
+        (status = 200, description = "Unloaded", body = Envelope<ModelResponse>),
+        (status = 400, description = "MODEL_NOT_LOADED", body = Envelope<ErrorBody>),
+        (status = 404, description = "MODEL_NOT_FOUND", body = Envelope<ErrorBody>),
+        (status = 409, description = "MODEL_BUSY: still loading", body = Envelope<ErrorBody>)))]
+async fn unload_model(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+) -> AppResult<ApiOk<ModelResponse>> {
+    Ok(ok(state.services.unload_model(id).await?))
+}

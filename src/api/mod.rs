@@ -1,0 +1,87 @@
+//! The HTTP API: the envelope, the routes of `API.md`, the OpenAPI document and `/docs`.
+
+pub mod downloads;
+pub mod extract;
+pub mod health;
+pub mod lifecycle;
+pub mod models;
+pub mod schema;
+
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::app::AppState;
+use crate::error::{AppError, ErrorCode};
+
+/// A success answer in the envelope.
+pub struct ApiOk<T>(pub StatusCode, pub T);
+
+impl<T: Serialize> IntoResponse for ApiOk<T> {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"success": true, "data": self.1, "error": null});
+        (self.0, axum::Json(body)).into_response()
+    }
+}
+
+/// 200 with `data`.
+pub fn ok<T: Serialize>(data: T) -> ApiOk<T> {
+    ApiOk(StatusCode::OK, data)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "miLLM",
+        description = "Find, download, load and unload large language models. Every /api response is wrapped in the envelope {success, data, error}.",
+        license(name = "MIT")
+    ),
+    components(schemas(crate::error::ErrorBody, crate::error::ErrorCode)),
+    tags((name = "models", description = "The model registry and lifecycle"), (name = "system", description = "Health"))
+)]
+struct ApiDoc;
+
+/// The API routes with their OpenAPI document.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::router())
+        .merge(models::router())
+        .merge(downloads::router())
+        .merge(lifecycle::router())
+        .split_for_parts()
+}
+
+/// The OpenAPI document as JSON, as served at `/openapi.json`.
+pub fn openapi_json() -> String {
+    let (_, doc) = routes();
+    doc.to_pretty_json().unwrap_or_else(|_| "{}".into())
+}
+
+/// The router for `/api`, `/openapi.json` and `/docs`.
+pub fn router() -> Router<AppState> {
+    let (api, doc) = routes();
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// An `/api` path that does not exist.
+pub async fn not_found(method: Method, uri: Uri) -> AppError {
+    AppError::new(
+        ErrorCode::NotFound,
+        format!("There is no API endpoint {method} {}.", uri.path()),
+    )
+    .with_detail("path", uri.path())
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} does not accept {method}.", uri.path()),
+    )
+    .with_detail("path", uri.path())
+    .with_detail("method", method.as_str())
+}

@@ -1,0 +1,148 @@
+//! `App::build(settings)`: the registry, devices, events and routes, bound to a listener.
+//! `millm serve` and the tests start the app the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::engine::Devices;
+use crate::error::AppError;
+use crate::events::Events;
+use crate::service::Services;
+use crate::store::Store;
+use crate::{api, web};
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+}
+
+/// A built application, bound to its port but not yet serving.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    shutdown: CancellationToken,
+}
+
+impl App {
+    /// Opens the registry (running migrations), reconciles what a previous process left,
+    /// probes the devices and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        settings.validate()?;
+        let settings = Arc::new(settings);
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create MILLM_DATA_DIR {}: {e}",
+                settings.data_dir.display()
+            )
+        })?;
+        let cache = settings.cache_dir();
+        std::fs::create_dir_all(&cache).map_err(|e| {
+            anyhow::anyhow!("cannot create MODEL_CACHE_DIR {}: {e}", cache.display())
+        })?;
+        let store = Store::connect(&settings.database_url())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open DATABASE_URL ({e})"))?;
+        let devices = tokio::task::spawn_blocking(Devices::probe).await?;
+        let shutdown = CancellationToken::new();
+
+        let (io_layer, io) = SocketIo::builder().build_layer();
+        let events = Events::new(io, devices.clone(), shutdown.clone());
+        let services = Services::new(store, devices, events, settings.clone(), shutdown.clone())?;
+        services.reconcile().await?;
+        let auto = services.clone();
+        tokio::spawn(async move { auto.auto_load().await });
+        let state = AppState { services };
+
+        let router = api::router()
+            .fallback(fallback)
+            .with_state(state.clone())
+            .layer(io_layer)
+            .layer(cors_layer(&settings))
+            .layer(CatchPanicLayer::custom(|_panic| {
+                AppError::internal(anyhow::anyhow!("a request handler panicked")).into_response()
+            }))
+            .layer(TraceLayer::new_for_http());
+
+        let addr = format!("{}:{}", settings.host, settings.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (HOST/PORT): {e}"))?;
+        Ok(App {
+            listener,
+            router,
+            state,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The token whose cancellation stops the server and every job.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then lets jobs wind down.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await?;
+        self.state.services.wind_down().await;
+        self.state.services.store.close().await;
+        Ok(())
+    }
+}
+
+fn cors_layer(settings: &Settings) -> CorsLayer {
+    let origins = settings.cors_origin_list();
+    let base = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            axum::http::header::CONTENT_TYPE,
+            axum::http::header::AUTHORIZATION,
+        ]);
+    if origins.iter().any(|o| o == "*") {
+        base.allow_origin(AllowOrigin::any())
+    } else {
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        base.allow_origin(list)
+    }
+}
+
+/// Unknown `/api` paths answer 404 in the envelope; everything else is the web UI.
+async fn fallback(method: Method, uri: Uri) -> Response {
+    if uri.path() == "/api" || uri.path().starts_with("/api/") {
+        api::not_found(method, uri).await.into_response()
+    } else {
+        web::serve(uri).await
+    }
+}

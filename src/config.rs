@@ -1,0 +1,307 @@
+//! Settings: one clap struct read from flags, the environment and an optional `.env` file.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// A value that is never printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Console,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything `millm serve` can be told. Each flag can also be set by the environment
+/// variable of the same name, or in a `.env` file in the working folder.
+#[derive(Clone, Args)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", value_name = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", value_name = "PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// Folder for the database and the model cache (created if missing).
+    #[arg(
+        long = "data-dir",
+        env = "MILLM_DATA_DIR",
+        value_name = "MILLM_DATA_DIR",
+        default_value = "data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Registry database: `sqlite://…` or `postgres://…` [default: a SQLite file in the data folder].
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL"
+    )]
+    pub database_url: Option<Secret>,
+
+    /// Hub cache folder (the layout the Python tools use) [default: `hub/` in the data folder].
+    #[arg(
+        long = "model-cache-dir",
+        env = "MODEL_CACHE_DIR",
+        value_name = "MODEL_CACHE_DIR"
+    )]
+    pub model_cache_dir: Option<PathBuf>,
+
+    /// Base URL of the Hugging Face Hub.
+    #[arg(
+        long = "hf-endpoint",
+        env = "HF_ENDPOINT",
+        value_name = "HF_ENDPOINT",
+        default_value = "https://huggingface.co"
+    )]
+    pub hf_endpoint: String,
+
+    /// Hub access token used when a request brings none. Never logged or stored.
+    #[arg(
+        long = "hf-token",
+        env = "HF_TOKEN",
+        value_name = "HF_TOKEN",
+        hide_env_values = true
+    )]
+    pub hf_token: Option<Secret>,
+
+    /// Log filter: a level (`info`) or a tracing filter (`millm=debug,tower_http=info`).
+    #[arg(
+        long = "log-level",
+        env = "LOG_LEVEL",
+        value_name = "LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+
+    /// Log line format.
+    #[arg(
+        long = "log-format",
+        env = "LOG_FORMAT",
+        value_name = "LOG_FORMAT",
+        value_enum,
+        default_value = "console"
+    )]
+    pub log_format: LogFormat,
+
+    /// Origins allowed by CORS, comma-separated, or `*` [default: none besides the server's own].
+    #[arg(
+        long = "cors-origins",
+        env = "CORS_ORIGINS",
+        value_name = "CORS_ORIGINS"
+    )]
+    pub cors_origins: Option<String>,
+
+    /// Seconds an unload waits for requests that use the model before it unloads anyway.
+    #[arg(
+        long = "graceful-unload-timeout",
+        env = "GRACEFUL_UNLOAD_TIMEOUT",
+        value_name = "GRACEFUL_UNLOAD_TIMEOUT",
+        default_value_t = 30
+    )]
+    pub graceful_unload_timeout: u64,
+
+    /// A model (id, name or repo id) to load at start-up.
+    #[arg(
+        long = "auto-load-model",
+        env = "AUTO_LOAD_MODEL",
+        value_name = "AUTO_LOAD_MODEL"
+    )]
+    pub auto_load_model: Option<String>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "***"))
+            .field("model_cache_dir", &self.model_cache_dir)
+            .field("hf_endpoint", &self.hf_endpoint)
+            .field("hf_token", &self.hf_token)
+            .field("log_level", &self.log_level)
+            .field("log_format", &self.log_format)
+            .field("cors_origins", &self.cors_origins)
+            .field("graceful_unload_timeout", &self.graceful_unload_timeout)
+            .field("auto_load_model", &self.auto_load_model)
+            .finish()
+    }
+}
+
+/// A setting that cannot be used, with the name a person would set.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {name}: {reason}")]
+pub struct SettingError {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+fn bad(name: &'static str, reason: impl Into<String>) -> SettingError {
+    SettingError {
+        name,
+        reason: reason.into(),
+    }
+}
+
+impl Settings {
+    /// Settings for tests and embedding: defaults, with the data folder given.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Settings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            data_dir: data_dir.into(),
+            database_url: None,
+            model_cache_dir: None,
+            hf_endpoint: "https://huggingface.co".into(),
+            hf_token: None,
+            log_level: "info".into(),
+            log_format: LogFormat::Console,
+            cors_origins: None,
+            graceful_unload_timeout: 30,
+            auto_load_model: None,
+        }
+    }
+
+    /// Checks what clap cannot: every error names the setting to fix.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        if self.host.trim().is_empty() {
+            return Err(bad("HOST", "must not be empty"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(bad("MILLM_DATA_DIR", "must not be empty"));
+        }
+        if let Some(url) = &self.database_url {
+            let url = url.expose();
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                return Err(bad(
+                    "DATABASE_URL",
+                    "must start with sqlite:, postgres:// or postgresql://",
+                ));
+            }
+        }
+        match url::Url::parse(&self.hf_endpoint) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => {
+                return Err(bad(
+                    "HF_ENDPOINT",
+                    format!("'{}' is not an http(s) URL", self.hf_endpoint),
+                ))
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(bad(
+                "LOG_LEVEL",
+                format!(
+                    "'{}' is not a level or filter (try info, debug, warn)",
+                    self.log_level
+                ),
+            ));
+        }
+        if let Some(origins) = &self.cors_origins {
+            for origin in self.cors_origin_list() {
+                if origin != "*" && url::Url::parse(&origin).is_err() {
+                    return Err(bad(
+                        "CORS_ORIGINS",
+                        format!("'{origin}' is not an origin like http://localhost:5173 (in '{origins}')"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The CORS origins, split and trimmed.
+    pub fn cors_origin_list(&self) -> Vec<String> {
+        self.cors_origins
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(|s| s.trim().trim_end_matches('/').to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// Where the Hub cache lives.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.model_cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("hub"))
+    }
+
+    /// The registry's URL: the setting, or a SQLite file in the data folder.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().to_string(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("millm.db").display()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let mut s = Settings::for_data_dir("/tmp/x");
+        s.hf_token = Some(Secret::new("hf_supersecret"));
+        s.database_url = Some(Secret::new("postgres://u:pw@h/db"));
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("supersecret"));
+        assert!(!printed.contains("pw@"));
+    }
+
+    #[test]
+    fn validate_names_the_bad_setting() {
+        let mut s = Settings::for_data_dir("/tmp/x");
+        s.hf_endpoint = "not a url".into();
+        assert_eq!(s.validate().unwrap_err().name, "HF_ENDPOINT");
+        let mut s = Settings::for_data_dir("/tmp/x");
+        s.database_url = Some(Secret::new("mysql://x"));
+        assert_eq!(s.validate().unwrap_err().name, "DATABASE_URL");
+        let mut s = Settings::for_data_dir("/tmp/x");
+        s.cors_origins = Some("http://ok.example, nope".into());
+        assert_eq!(s.validate().unwrap_err().name, "CORS_ORIGINS");
+        let mut s = Settings::for_data_dir("/tmp/x");
+        s.log_level = "loud[".into();
+        assert_eq!(s.validate().unwrap_err().name, "LOG_LEVEL");
+    }
+}

@@ -1,0 +1,248 @@
+//! Memory estimates from tensor shapes, with the real byte cost of each format.
+//!
+//! One rule ([`target_format`]) decides what every tensor becomes at a quantization; the loader
+//! uses the same rule, so the estimate and the loaded footprint agree:
+//!
+//! * FP32: every float tensor as f32.
+//! * FP16: every float tensor as f16, or bf16 when the checkpoint's floats are bf16.
+//! * Q8 / Q4 / Q2: 2-D `*.weight` tensors that are not embeddings or norms, and whose inner
+//!   (last) dimension is a multiple of the block, become Q8_0 (32-wide blocks of 34 bytes),
+//!   Q4_K (256-wide blocks of 144 bytes) or Q2_K (256-wide blocks of 84 bytes). A Q4/Q2
+//!   tensor whose rows do not fit a 256-wide block falls back to Q4_0 (32-wide, 18 bytes);
+//!   one that fits no block stays 16-bit. Everything else (embeddings, norms, biases) stays
+//!   16-bit as for FP16.
+//! * Non-float tensors (integer buffers) keep their own type.
+//!
+//! Weights bytes = Σ bytes of each tensor in its target format. The stated runtime overhead,
+//! reported separately, is the CUDA context (600 MiB, measured on an H100 with candle) when the
+//! device is a GPU, plus a working margin of 2% of the weights (at least 16 MiB) for the
+//! activations and scratch buffers a first forward pass takes. `estimated_memory_mb` is
+//! weights + overhead, in MiB rounded up.
+
+use safetensors::Dtype;
+
+use super::inspect::TensorMeta;
+use crate::domain::{mib_ceil, Quantization};
+
+/// What one tensor is held as after loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetFormat {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+    Q4_0,
+    Q4K,
+    Q2K,
+    /// A non-float tensor kept as stored, with its element size in bytes.
+    Keep(usize),
+}
+
+impl TargetFormat {
+    /// Bytes this format takes for `numel` elements laid out in rows of `inner`.
+    pub fn bytes(self, numel: u64) -> u64 {
+        match self {
+            TargetFormat::F32 => numel * 4,
+            TargetFormat::F16 | TargetFormat::BF16 => numel * 2,
+            TargetFormat::Q8_0 => numel / 32 * 34,
+            TargetFormat::Q4_0 => numel / 32 * 18,
+            TargetFormat::Q4K => numel / 256 * 144,
+            TargetFormat::Q2K => numel / 256 * 84,
+            TargetFormat::Keep(size) => numel * size as u64,
+        }
+    }
+
+    /// The name the API reports as `dtype`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetFormat::F32 => "f32",
+            TargetFormat::F16 => "f16",
+            TargetFormat::BF16 => "bf16",
+            TargetFormat::Q8_0 => "q8_0",
+            TargetFormat::Q4_0 => "q4_0",
+            TargetFormat::Q4K => "q4k",
+            TargetFormat::Q2K => "q2k",
+            TargetFormat::Keep(_) => "keep",
+        }
+    }
+
+    pub fn is_quantized(self) -> bool {
+        matches!(
+            self,
+            TargetFormat::Q8_0 | TargetFormat::Q4_0 | TargetFormat::Q4K | TargetFormat::Q2K
+        )
+    }
+}
+
+fn is_float(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64)
+}
+
+/// The 16-bit type a checkpoint's floats become: bf16 when the checkpoint is mostly bf16.
+pub fn half_format(tensors: &[TensorMeta]) -> TargetFormat {
+    let bf16: u64 = tensors
+        .iter()
+        .filter(|t| t.dtype == Dtype::BF16)
+        .map(TensorMeta::numel)
+        .sum();
+    let other: u64 = tensors
+        .iter()
+        .filter(|t| is_float(t.dtype) && t.dtype != Dtype::BF16)
+        .map(TensorMeta::numel)
+        .sum();
+    if bf16 > other {
+        TargetFormat::BF16
+    } else {
+        TargetFormat::F16
+    }
+}
+
+/// True for a linear layer's weight matrix, the only tensors that are quantized.
+fn is_linear_weight(t: &TensorMeta) -> bool {
+    let lower = t.name.to_ascii_lowercase();
+    t.shape.len() == 2
+        && lower.ends_with(".weight")
+        && !lower.contains("embed")
+        && !lower.contains("norm")
+        && !lower.contains("wte")
+        && !lower.contains("wpe")
+}
+
+/// The one rule: what `t` becomes at `quant`, with `half` the checkpoint's 16-bit type.
+pub fn target_format(t: &TensorMeta, quant: Quantization, half: TargetFormat) -> TargetFormat {
+    if !is_float(t.dtype) {
+        return TargetFormat::Keep(t.dtype.bitsize().div_ceil(8));
+    }
+    if quant == Quantization::FP32 {
+        return TargetFormat::F32;
+    }
+    if !is_linear_weight(t) {
+        return half;
+    }
+    let inner = t.shape[1];
+    let fits = |block: usize| inner > 0 && inner % block == 0;
+    match quant {
+        Quantization::FP32 => TargetFormat::F32,
+        Quantization::FP16 => half,
+        Quantization::Q8 if fits(32) => TargetFormat::Q8_0,
+        Quantization::Q4 if fits(256) => TargetFormat::Q4K,
+        Quantization::Q2 if fits(256) => TargetFormat::Q2K,
+        Quantization::Q4 | Quantization::Q2 if fits(32) => TargetFormat::Q4_0,
+        _ => half,
+    }
+}
+
+/// A memory estimate, split into the weights and the stated runtime overhead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    pub weights_bytes: u64,
+    pub overhead_bytes: u64,
+}
+
+/// CUDA context memory measured with candle on an H100 (`../shared/gpu/README.md`).
+pub const CUDA_CONTEXT_BYTES: u64 = 600 << 20;
+
+impl Estimate {
+    pub fn total_bytes(&self) -> u64 {
+        self.weights_bytes + self.overhead_bytes
+    }
+    /// `estimated_memory_mb`: weights plus overhead, MiB rounded up.
+    pub fn total_mb(&self) -> u64 {
+        mib_ceil(self.total_bytes())
+    }
+}
+
+/// Estimates the memory a load at `quant` takes; `gpu` adds the CUDA context.
+pub fn estimate(tensors: &[TensorMeta], quant: Quantization, gpu: bool) -> Estimate {
+    let half = half_format(tensors);
+    let weights_bytes: u64 = tensors
+        .iter()
+        .map(|t| target_format(t, quant, half).bytes(t.numel()))
+        .sum();
+    let margin = (weights_bytes / 50).max(16 << 20);
+    let overhead_bytes = margin + if gpu { CUDA_CONTEXT_BYTES } else { 0 };
+    Estimate {
+        weights_bytes,
+        overhead_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str, dtype: Dtype, shape: &[usize]) -> TensorMeta {
+        TensorMeta {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+        }
+    }
+
+    #[test]
+    fn linear_weights_are_quantized_and_embeddings_are_not() {
+        let half = TargetFormat::F16;
+        let proj = t("model.layers.0.mlp.up_proj.weight", Dtype::F32, &[512, 256]);
+        let emb = t("model.embed_tokens.weight", Dtype::F32, &[1000, 256]);
+        let norm = t("model.norm.weight", Dtype::F32, &[256]);
+        assert_eq!(
+            target_format(&proj, Quantization::Q4, half),
+            TargetFormat::Q4K
+        );
+        assert_eq!(
+            target_format(&proj, Quantization::Q2, half),
+            TargetFormat::Q2K
+        );
+        assert_eq!(
+            target_format(&proj, Quantization::Q8, half),
+            TargetFormat::Q8_0
+        );
+        assert_eq!(
+            target_format(&emb, Quantization::Q4, half),
+            TargetFormat::F16
+        );
+        assert_eq!(
+            target_format(&norm, Quantization::Q4, half),
+            TargetFormat::F16
+        );
+        assert_eq!(
+            target_format(&norm, Quantization::FP32, half),
+            TargetFormat::F32
+        );
+    }
+
+    #[test]
+    fn rows_that_miss_the_k_block_fall_back_to_q4_0_or_16_bit() {
+        let half = TargetFormat::BF16;
+        let narrow = t("x.o_proj.weight", Dtype::BF16, &[64, 96]);
+        assert_eq!(
+            target_format(&narrow, Quantization::Q4, half),
+            TargetFormat::Q4_0
+        );
+        let odd = t("x.o_proj.weight", Dtype::BF16, &[64, 100]);
+        assert_eq!(
+            target_format(&odd, Quantization::Q4, half),
+            TargetFormat::BF16
+        );
+        assert_eq!(
+            target_format(&odd, Quantization::Q8, half),
+            TargetFormat::BF16
+        );
+    }
+
+    #[test]
+    fn block_formats_cost_their_real_bytes() {
+        assert_eq!(TargetFormat::Q8_0.bytes(256), 8 * 34);
+        assert_eq!(TargetFormat::Q4K.bytes(256), 144);
+        assert_eq!(TargetFormat::Q2K.bytes(512), 168);
+        assert_eq!(TargetFormat::Q4_0.bytes(64), 36);
+    }
+
+    #[test]
+    fn bf16_checkpoints_stay_bf16() {
+        let ts = vec![t("a.weight", Dtype::BF16, &[4, 4])];
+        assert_eq!(half_format(&ts), TargetFormat::BF16);
+        let ts = vec![t("a.weight", Dtype::F32, &[4, 4])];
+        assert_eq!(half_format(&ts), TargetFormat::F16);
+    }
+}

@@ -1,0 +1,216 @@
+//! Loads safetensors weights (memory-mapped) into candle tensors on the load device, at the
+//! chosen quantization, using the same per-tensor rule as the estimate
+//! ([`super::estimate::target_format`]). Runs on blocking threads; tensors are converted in
+//! parallel with rayon; the cancel token is checked at every tensor.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use super::estimate::{half_format, target_format, TargetFormat};
+use super::inspect::TensorMeta;
+use super::EngineError;
+use crate::domain::Quantization;
+
+/// One loaded tensor: dense, or quantized in a ggml block format (ready for `QMatMul`).
+#[derive(Debug)]
+pub enum Weight {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+impl Weight {
+    /// Bytes this weight holds on its device.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Weight::Dense(t) => (t.elem_count() * t.dtype().size_in_bytes()) as u64,
+            Weight::Quantized(q) => q.storage_size_in_bytes() as u64,
+        }
+    }
+
+    pub fn elem_count(&self) -> u64 {
+        match self {
+            Weight::Dense(t) => t.elem_count() as u64,
+            Weight::Quantized(q) => q.shape().elem_count() as u64,
+        }
+    }
+}
+
+/// A model held in memory, as an inference engine will use it: tensors by name.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub weights: HashMap<String, Weight>,
+    pub device: Device,
+    /// `cpu` or `cuda:0`.
+    pub device_name: String,
+    /// Counted from the loaded tensors.
+    pub num_parameters: u64,
+    /// Bytes actually held by the weights.
+    pub footprint_bytes: u64,
+    /// The format holding most of the parameters: `f32`, `f16`, `bf16`, `q8_0`, `q4k`, `q2k`.
+    pub dtype: String,
+}
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct LoadRequest {
+    pub weight_files: Vec<PathBuf>,
+    pub tensors: Vec<TensorMeta>,
+    pub quantization: Quantization,
+    pub gpu: bool,
+}
+
+/// Load stages reported to the caller.
+pub const STAGE_READING: &str = "reading";
+pub const STAGE_CONVERTING: &str = "converting";
+pub const STAGE_QUANTIZING: &str = "quantizing";
+pub const STAGE_MOVING: &str = "moving to device";
+
+fn ggml(format: TargetFormat) -> Option<GgmlDType> {
+    match format {
+        TargetFormat::Q8_0 => Some(GgmlDType::Q8_0),
+        TargetFormat::Q4_0 => Some(GgmlDType::Q4_0),
+        TargetFormat::Q4K => Some(GgmlDType::Q4K),
+        TargetFormat::Q2K => Some(GgmlDType::Q2K),
+        _ => None,
+    }
+}
+
+fn dense_dtype(format: TargetFormat) -> Option<DType> {
+    match format {
+        TargetFormat::F32 => Some(DType::F32),
+        TargetFormat::F16 => Some(DType::F16),
+        TargetFormat::BF16 => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> EngineError {
+    EngineError::BadCheckpoint(e.to_string())
+}
+
+/// Picks the device: CUDA 0 when asked and available, else the CPU.
+pub fn open_device(gpu: bool) -> Result<(Device, String), EngineError> {
+    if gpu {
+        let dev =
+            Device::new_cuda(0).map_err(|e| bad(format!("cannot open CUDA device 0: {e}")))?;
+        return Ok((dev, "cuda:0".into()));
+    }
+    Ok((Device::Cpu, "cpu".into()))
+}
+
+/// Loads every tensor. `progress(stage, percent)` is called as work advances; a cancelled
+/// token stops at the next tensor and everything built so far is dropped.
+pub fn load_blocking(
+    req: &LoadRequest,
+    cancel: &CancellationToken,
+    progress: &(dyn Fn(&str, u8) + Sync),
+) -> Result<LoadedModel, EngineError> {
+    progress(STAGE_READING, 0);
+    let (device, device_name) = open_device(req.gpu)?;
+    // SAFETY: the files are opened read-only; the registry owns them and nothing in this
+    // process writes to them while a load runs. A file changed by another program under the
+    // mapping could give wrong values, not unsafety beyond that of reading the bytes.
+    let files = unsafe { MmapedSafetensors::multi(&req.weight_files) }
+        .map_err(|e| bad(format!("cannot map the weights: {e}")))?;
+    progress(STAGE_READING, 100);
+
+    let half = half_format(&req.tensors);
+    let quantizing = req
+        .tensors
+        .iter()
+        .any(|t| target_format(t, req.quantization, half).is_quantized());
+    let stage = if quantizing {
+        STAGE_QUANTIZING
+    } else {
+        STAGE_CONVERTING
+    };
+    let total: u64 = req
+        .tensors
+        .iter()
+        .map(TensorMeta::numel)
+        .sum::<u64>()
+        .max(1);
+    let done = AtomicU64::new(0);
+    let last_pct = Mutex::new(0u8);
+    let by_format: Mutex<HashMap<&'static str, u64>> = Mutex::new(HashMap::new());
+
+    // Largest first, so the parallel tail is short.
+    let mut order: Vec<&TensorMeta> = req.tensors.iter().collect();
+    order.sort_by_key(|t| std::cmp::Reverse(t.numel()));
+    let weights: Result<Vec<(String, Weight)>, EngineError> = order
+        .par_iter()
+        .map(|meta| {
+            if cancel.is_cancelled() {
+                return Err(EngineError::Cancelled);
+            }
+            let format = target_format(meta, req.quantization, half);
+            let cpu = files
+                .load(&meta.name, &Device::Cpu)
+                .map_err(|e| bad(format!("tensor '{}': {e}", meta.name)))?;
+            let weight = if let Some(q) = ggml(format) {
+                let qt = if device.is_cpu() {
+                    QTensor::quantize(&cpu, q)
+                } else {
+                    QTensor::quantize_onto(&cpu, q, &device)
+                }
+                .map_err(|e| bad(format!("tensor '{}' cannot be quantized: {e}", meta.name)))?;
+                Weight::Quantized(Arc::new(qt))
+            } else {
+                let t = match dense_dtype(format) {
+                    Some(dt) if cpu.dtype() != dt => cpu.to_dtype(dt),
+                    _ => Ok(cpu),
+                }
+                .and_then(|t| t.to_device(&device))
+                .map_err(|e| bad(format!("tensor '{}': {e}", meta.name)))?;
+                Weight::Dense(t)
+            };
+            let n = meta.numel();
+            if let Ok(mut m) = by_format.lock() {
+                *m.entry(format.name()).or_default() += n;
+            }
+            let now = done.fetch_add(n, Ordering::Relaxed) + n;
+            let pct = ((now * 100) / total).min(99) as u8;
+            if let Ok(mut last) = last_pct.lock() {
+                if pct > *last {
+                    *last = pct;
+                    progress(stage, pct);
+                }
+            }
+            Ok((meta.name.clone(), weight))
+        })
+        .collect();
+    let weights: HashMap<String, Weight> = weights?.into_iter().collect();
+    progress(stage, 100);
+
+    progress(STAGE_MOVING, 0);
+    device
+        .synchronize()
+        .map_err(|e| bad(format!("the device failed to finish the copy: {e}")))?;
+    progress(STAGE_MOVING, 100);
+
+    let num_parameters = weights.values().map(Weight::elem_count).sum();
+    let footprint_bytes = weights.values().map(Weight::bytes).sum();
+    let dtype = by_format
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(name, _)| name.to_string())
+        .unwrap_or_else(|| "f32".into());
+    Ok(LoadedModel {
+        weights,
+        device,
+        device_name,
+        num_parameters,
+        footprint_bytes,
+        dtype,
+    })
+}

@@ -1,0 +1,499 @@
+//! Hub downloads against the in-process fake Hub: preview, the cache layout, errors that create
+//! no record, resume after a dropped connection and after a restart, cancel, checksum,
+//! traversal names, concurrency, retry and delete.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use millm::hub::client::ErrorContext;
+use millm::hub::download::{BlobLocks, Downloader};
+use millm::hub::{DownloadOptions, FilePlan, HubClient, RepoCache};
+use millm_testkit::fake_hub::{GOOD_TOKEN, NO_ACCESS_TOKEN};
+use millm_testkit::{FakeHub, FakeRepo, TinyLlama};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{spawn_app_with_hub, spawn_with, Db, TestApp};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A tiny Llama repo with the extra files a real repo has and a download must skip.
+fn tiny_repo(id: &str, seed: u64) -> (FakeRepo, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    TinyLlama { seed, ..TinyLlama::default() }.write(dir.path()).unwrap();
+    let repo = FakeRepo::from_dir(id, dir.path())
+        .unwrap()
+        .file("pytorch_model.bin", vec![7u8; 4096])
+        .file("README.md", "# tiny\n")
+        .file("logo.png", vec![0x89, b'P', b'N', b'G'])
+        .file("onnx/model.safetensors", vec![1u8; 64]);
+    (repo, dir)
+}
+
+async fn hub_with(repos: Vec<FakeRepo>) -> FakeHub {
+    let hub = FakeHub::start().await.unwrap();
+    for r in repos {
+        hub.add_repo(r);
+    }
+    hub
+}
+
+fn download_body(repo: &str) -> Value {
+    json!({"source": "huggingface", "repo_id": repo})
+}
+
+/// Polls the model until `done` holds, or panics after `WAIT`.
+async fn wait_for(app: &TestApp, id: i64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = app.get(&format!("/api/models/{id}")).await;
+        let m = r.data().clone();
+        if done(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "model {id} never became {what}: {m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_status(app: &TestApp, id: i64, status: &str) -> Value {
+    wait_for(app, id, status, |m| m["status"] == status).await
+}
+
+fn cache_of(app: &TestApp, repo: &str) -> PathBuf {
+    let (owner, name) = repo.split_once('/').unwrap();
+    app.settings.cache_dir().join(format!("models--{owner}--{name}"))
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            out.push(e.file_name().to_string_lossy().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_reports_every_field_without_downloading_weights() {
+    let (repo, dir) = tiny_repo("test-org/tiny-llama", 1);
+    let weights = repo.files["model.safetensors"].bytes.len() as u64;
+    let hub = hub_with(vec![repo]).await;
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+
+    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/tiny-llama"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let p = r.data().clone();
+    assert_eq!(p["name"], "tiny-llama");
+    assert_eq!(p["params"], "1.4M");
+    assert_eq!(p["architecture"], "LlamaForCausalLM");
+    assert_eq!(p["is_gated"], false);
+    assert_eq!(p["requires_trust_remote_code"], false);
+    assert_eq!(p["downloads"], 1234);
+    assert_eq!(p["likes"], 56);
+    assert_eq!(p["pipeline_tag"], "text-generation");
+    assert_eq!(p["model_type"], "llama");
+    assert_eq!(p["architectures"], json!(["LlamaForCausalLM"]));
+    assert_eq!(p["license"], "apache-2.0");
+    assert_eq!(p["language"], json!(["en"]));
+    assert!(p["tags"].as_array().unwrap().iter().any(|t| t == "llama"));
+    assert!(p["has_access"].is_null());
+    let files: Vec<&str> = p["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        files,
+        vec!["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    );
+    // The estimates are the local model's, from the same shapes and the same function.
+    let local = app.add_local(dir.path(), "Q4").await;
+    let local_q4 = local.data()["estimated_memory_mb"].as_i64().unwrap();
+    let sizes = &p["estimated_sizes"];
+    assert_eq!(sizes["Q4"]["memory_mb"].as_i64().unwrap(), local_q4);
+    let disk = sizes["FP32"]["disk_mb"].clone();
+    for q in ["FP32", "FP16", "Q8", "Q4", "Q2"] {
+        assert_eq!(sizes[q]["disk_mb"], disk, "disk_mb is the same for every quantization");
+    }
+    let mem = |q: &str| sizes[q]["memory_mb"].as_u64().unwrap();
+    assert!(mem("FP32") > mem("FP16") && mem("FP16") >= mem("Q8") && mem("Q8") >= mem("Q4") && mem("Q4") >= mem("Q2"));
+    // Only headers were read: far fewer bytes than the weights.
+    assert!(hub.stats().bytes_sent() < weights / 10, "sent {} of {weights}", hub.stats().bytes_sent());
+    assert_eq!(hub.stats().cdn_requests_with_auth.load(std::sync::atomic::Ordering::SeqCst), 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_fills_the_python_cache_layout() {
+    let (repo, _dir) = tiny_repo("test-org/tiny-llama", 2);
+    let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
+    let hub = hub_with(vec![repo.clone()]).await;
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+
+    let r = app.post("/api/models", download_body("test-org/tiny-llama")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.data()["status"], "downloading");
+    assert_eq!(r.data()["revision"], repo.commit.as_str());
+    assert_eq!(r.data()["architecture"], "LlamaForCausalLM");
+    assert_eq!(r.data()["params"], "1.4M");
+    assert!(r.data()["estimated_memory_mb"].as_i64().unwrap() > 0);
+    let id = r.data()["id"].as_i64().unwrap();
+    let m = wait_status(&app, id, "ready").await;
+    assert!(m["download_progress"].is_null());
+
+    let root = cache_of(&app, "test-org/tiny-llama");
+    assert_eq!(std::fs::read_to_string(root.join("refs/main")).unwrap(), repo.commit);
+    let snap = root.join("snapshots").join(&repo.commit);
+    let mut linked = files_in(&snap);
+    linked.sort();
+    assert_eq!(
+        linked,
+        vec!["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    );
+    for name in &linked {
+        let target = std::fs::read_link(snap.join(name)).unwrap();
+        let target = target.to_str().unwrap();
+        assert!(target.starts_with("../../blobs/"), "{name} -> {target}");
+        assert!(root.join("snapshots").join(&repo.commit).join(target).is_file());
+    }
+    assert_eq!(std::fs::read_link(snap.join("model.safetensors")).unwrap(), Path::new(&format!("../../blobs/{sha}")));
+    assert_eq!(sha256_file(&root.join("blobs").join(&sha)), sha);
+    // Small files are named by their git blob sha1, as the Hub's ETag says.
+    let cfg = &repo.files["config.json"];
+    assert_eq!(
+        std::fs::read_link(snap.join("config.json")).unwrap(),
+        Path::new(&format!("../../blobs/{}", cfg.git_sha1))
+    );
+    assert!(files_in(&root.join("blobs")).iter().all(|f| !f.contains("incomplete")));
+    assert_eq!(files_in(&root.join("blobs")).len(), 5, "only what loading needs");
+    let m = app.get(&format!("/api/models/{id}")).await.data().clone();
+    assert!(m["disk_size_mb"].as_i64().unwrap() >= 5, "{m}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_errors_answer_at_once_and_create_no_record() {
+    let (gated, _d1) = tiny_repo("test-org/gated-llama", 3);
+    let (plain, _d2) = tiny_repo("test-org/tiny-llama", 4);
+    let hub = hub_with(vec![gated.gated(), plain]).await;
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+
+    let cases = [
+        (json!({"source": "huggingface", "repo_id": "test-org/gated-llama"}), 401, "GATED_MODEL_NO_TOKEN"),
+        (json!({"source": "huggingface", "repo_id": "test-org/gated-llama", "hf_token": NO_ACCESS_TOKEN}), 401, "GATED_MODEL_NO_TOKEN"),
+        (json!({"source": "huggingface", "repo_id": "test-org/tiny-llama", "hf_token": "hf_wrong"}), 401, "INVALID_HF_TOKEN"),
+        (json!({"source": "huggingface", "repo_id": "test-org/nope"}), 404, "REPO_NOT_FOUND"),
+        (json!({"source": "huggingface", "repo_id": "test-org/nope", "hf_token": GOOD_TOKEN}), 404, "REPO_NOT_FOUND"),
+        (json!({"source": "huggingface", "repo_id": "test-org/tiny-llama", "revision": "v9"}), 404, "REPO_NOT_FOUND"),
+        (json!({"source": "huggingface", "repo_id": "not a repo"}), 422, "VALIDATION_ERROR"),
+        (json!({"source": "huggingface", "repo_id": "a--b/c"}), 422, "VALIDATION_ERROR"),
+        (json!({"source": "huggingface"}), 422, "VALIDATION_ERROR"),
+    ];
+    for (body, status, code) in cases {
+        let r = app.post("/api/models", body.clone()).await;
+        assert_eq!((r.status, r.code()), (status, code), "{body} -> {}", r.body);
+        let text = r.body.to_string();
+        assert!(!text.contains("hf_wrong") && !text.contains(NO_ACCESS_TOKEN), "a token is never echoed");
+    }
+    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/gated-llama"})).await;
+    assert_eq!(r.data()["is_gated"], true);
+    assert!(r.data()["has_access"].is_null());
+    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/gated-llama", "hf_token": NO_ACCESS_TOKEN})).await;
+    assert_eq!(r.data()["has_access"], false);
+    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/gated-llama", "hf_token": GOOD_TOKEN})).await;
+    assert_eq!(r.data()["has_access"], true);
+    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/nope"})).await;
+    assert_eq!(r.code(), "REPO_NOT_FOUND");
+    assert_eq!(app.get("/api/models").await.data().as_array().unwrap().len(), 0);
+    assert!(files_in(&app.settings.cache_dir()).is_empty(), "nothing written");
+
+    // With a token that has access, the gated download works and the CDN never sees it.
+    let body = json!({"source": "huggingface", "repo_id": "test-org/gated-llama", "hf_token": GOOD_TOKEN});
+    let r = app.post("/api/models", body).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_status(&app, r.data()["id"].as_i64().unwrap(), "ready").await;
+    assert_eq!(hub.stats().cdn_requests_with_auth.load(std::sync::atomic::Ordering::SeqCst), 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unloadable_and_malicious_repos_are_refused() {
+    let (base, _d) = tiny_repo("x/base", 5);
+    let mut no_st = FakeRepo::new("test-org/bin-only").file("config.json", base.files["config.json"].bytes.clone());
+    no_st = no_st.file("pytorch_model.bin", vec![0u8; 100]);
+    let mut cfg: Value = serde_json::from_slice(&base.files["config.json"].bytes).unwrap();
+    cfg["auto_map"] = json!({"AutoModelForCausalLM": "modeling_x.XForCausalLM"});
+    let mut remote_code = base.clone();
+    remote_code.id = "test-org/remote-code".into();
+    let remote_code = remote_code.file("config.json", serde_json::to_vec(&cfg).unwrap());
+    let mut evil = base.clone();
+    evil.id = "test-org/evil".into();
+    let evil = evil.file("../evil.safetensors", vec![0u8; 64]);
+    let hub = hub_with(vec![no_st, remote_code, evil]).await;
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+
+    let r = app.post("/api/models", download_body("test-org/bin-only")).await;
+    assert_eq!((r.status, r.code()), (422, "MODEL_UNSUPPORTED"));
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("safetensors"));
+    let r = app.post("/api/models", download_body("test-org/remote-code")).await;
+    assert_eq!((r.status, r.code()), (422, "MODEL_UNSUPPORTED"));
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("auto_map"), "{}", r.body);
+    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/remote-code"})).await;
+    assert_eq!(r.data()["requires_trust_remote_code"], true);
+    let r = app.post("/api/models", download_body("test-org/evil")).await;
+    assert_eq!((r.status, r.code()), (422, "MODEL_UNSUPPORTED"));
+    assert_eq!(r.body["error"]["details"]["path"], "../evil.safetensors");
+    assert_eq!(app.get("/api/models").await.data().as_array().unwrap().len(), 0);
+    let cache = app.settings.cache_dir();
+    assert!(!cache.parent().unwrap().join("evil.safetensors").exists());
+    assert!(!cache.join("evil.safetensors").exists());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connection_resumes_with_range_and_checks_sha256() {
+    let (repo, _dir) = tiny_repo("test-org/tiny-llama", 6);
+    let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
+    let hub = hub_with(vec![repo]).await;
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    hub.drop_next_transfers(1, 1 << 20);
+
+    let r = app.post("/api/models", download_body("test-org/tiny-llama")).await;
+    let id = r.data()["id"].as_i64().unwrap();
+    wait_status(&app, id, "ready").await;
+    let resumed = hub.stats().resumed_ranges("model.safetensors");
+    assert_eq!(resumed, vec![1 << 20], "the second request asked for the rest only");
+    let blob = cache_of(&app, "test-org/tiny-llama").join("blobs").join(&sha);
+    assert_eq!(sha256_file(&blob), sha);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_hub_failures_are_retried_then_reported() {
+    let (repo, _dir) = tiny_repo("test-org/tiny-llama", 7);
+    let hub = hub_with(vec![repo]).await;
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    hub.fail_next_requests(2);
+    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/tiny-llama"})).await;
+    assert_eq!(r.status, 200, "two 503s are retried: {}", r.body);
+    hub.fail_next_requests(100);
+    let r = app.post("/api/models", download_body("test-org/tiny-llama")).await;
+    assert_eq!((r.status, r.code()), (502, "DOWNLOAD_FAILED"));
+    assert_eq!(app.get("/api/models").await.data().as_array().unwrap().len(), 0);
+    hub.fail_next_requests(0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_download_resumes_and_finishes() {
+    let (repo, _dir) = tiny_repo("test-org/slow-llama", 8);
+    let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
+    let hub = hub_with(vec![repo.throttled(1 << 20)]).await;
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    let r = app.post("/api/models", download_body("test-org/slow-llama")).await;
+    let id = r.data()["id"].as_i64().unwrap();
+    wait_for(&app, id, "half-way", |m| m["downloaded_bytes"].as_i64().unwrap_or(0) > 2 << 20).await;
+
+    let blobs = cache_of(&app, "test-org/slow-llama").join("blobs");
+    let (settings, dir) = app.stop_keeping_data().await;
+    assert!(blobs.join(format!("{sha}.incomplete")).is_file(), "the partial file is kept for a resume");
+    hub.set_repo_throttle("test-org/slow-llama", None);
+
+    let app = spawn_with(settings, dir).await;
+    let m = wait_status(&app, id, "ready").await;
+    assert!(m["error_message"].is_null());
+    let resumed = hub.stats().resumed_ranges("model.safetensors");
+    assert!(resumed.iter().any(|&s| s >= 2 << 20), "resumed with Range: {resumed:?}");
+    assert_eq!(sha256_file(&blobs.join(&sha)), sha);
+    assert!(!blobs.join(format!("{sha}.incomplete")).exists());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_the_transfer_and_removes_partial_files() {
+    let (repo, _dir) = tiny_repo("test-org/slow-llama", 9);
+    let hub = hub_with(vec![repo.throttled(512 << 10)]).await;
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    let r = app.post("/api/models", download_body("test-org/slow-llama")).await;
+    let id = r.data()["id"].as_i64().unwrap();
+    wait_for(&app, id, "transferring", |m| m["downloaded_bytes"].as_i64().unwrap_or(0) > 0).await;
+    assert!(hub.stats().open_transfers() > 0);
+
+    let started = Instant::now();
+    let r = app.post(&format!("/api/models/{id}/cancel"), json!({})).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "cancel took {:?}", started.elapsed());
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.data()["status"], "error");
+    assert_eq!(r.data()["error_message"], "Download cancelled by user");
+    until("the fake Hub to stop sending", || hub.stats().open_transfers() == 0).await;
+    let root = cache_of(&app, "test-org/slow-llama");
+    let left: Vec<String> = files_in(&root.join("blobs"));
+    assert!(left.is_empty(), "nothing partial or orphaned: {left:?}");
+
+    // Cancelling again returns the model unchanged; a retry starts afresh and finishes.
+    let again = app.post(&format!("/api/models/{id}/cancel"), json!({})).await;
+    assert_eq!(again.data()["status"], "error");
+    hub.set_repo_throttle("test-org/slow-llama", None);
+    let r = app.post(&format!("/api/models/{id}/retry"), json!({})).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.data()["status"], "downloading");
+    wait_status(&app, id, "ready").await;
+    let r = app.post(&format!("/api/models/{id}/retry"), Value::Null).await;
+    assert_eq!((r.status, r.code()), (409, "INVALID_STATE"));
+    assert_eq!(r.body["error"]["details"]["status"], "ready");
+    let r = app.post(&format!("/api/models/{id}/cancel"), json!({})).await;
+    assert_eq!(r.data()["status"], "ready", "cancel of a ready model changes nothing");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksum_mismatch_fails_and_leaves_nothing_in_the_cache() {
+    let (repo, _dir) = tiny_repo("test-org/corrupt", 10);
+    let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
+    let hub = hub_with(vec![repo.corrupt()]).await;
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    let r = app.post("/api/models", download_body("test-org/corrupt")).await;
+    let id = r.data()["id"].as_i64().unwrap();
+    let m = wait_status(&app, id, "error").await;
+    assert!(m["error_message"].as_str().unwrap().contains("checksum"), "{m}");
+    let blobs = files_in(&cache_of(&app, "test-org/corrupt").join("blobs"));
+    assert!(blobs.iter().all(|b| !b.starts_with(&sha)), "{blobs:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_downloads_finish_with_correct_bytes() {
+    let mut repos = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 0..10 {
+        let (r, d) = tiny_repo(&format!("test-org/tiny-{i}"), 100 + i);
+        repos.push(r);
+        dirs.push(d);
+    }
+    let hub = hub_with(repos.clone()).await;
+    let app = Arc::new(spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await);
+    let posts = repos.iter().map(|r| {
+        let app = app.clone();
+        let id = r.id.clone();
+        async move { app.post("/api/models", download_body(&id)).await }
+    });
+    let replies = futures::future::join_all(posts).await;
+    for (r, repo) in replies.iter().zip(&repos) {
+        assert_eq!(r.status, 202, "{}", r.body);
+        let id = r.data()["id"].as_i64().unwrap();
+        wait_status(&app, id, "ready").await;
+        let root = cache_of(&app, &repo.id);
+        for (path, f) in &repo.files {
+            if ["model.safetensors", "config.json", "tokenizer.json"].contains(&path.as_str()) {
+                let got = std::fs::read(root.join("snapshots").join(&repo.commit).join(path)).unwrap();
+                assert!(got == f.bytes, "{} {path} differs", repo.id);
+            }
+        }
+    }
+    Arc::try_unwrap(app).ok().expect("no other holders").stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_keeps_blobs_another_quantization_uses() {
+    let (repo, _dir) = tiny_repo("test-org/tiny-llama", 11);
+    let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
+    let hub = hub_with(vec![repo.clone()]).await;
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    let a = app.post("/api/models", json!({"source": "huggingface", "repo_id": "test-org/tiny-llama", "quantization": "Q4"})).await;
+    let a = a.data()["id"].as_i64().unwrap();
+    wait_status(&app, a, "ready").await;
+    let sent = hub.stats().bytes_sent();
+    let b = app.post("/api/models", json!({"source": "huggingface", "repo_id": "test-org/tiny-llama", "quantization": "Q8"})).await;
+    let b = b.data()["id"].as_i64().unwrap();
+    wait_status(&app, b, "ready").await;
+    assert!(hub.stats().bytes_sent() - sent < 100_000, "the second quantization reuses the blobs");
+
+    let root = cache_of(&app, "test-org/tiny-llama");
+    let r = app.delete(&format!("/api/models/{a}")).await;
+    assert_eq!(r.data()["freed_bytes"], 0);
+    assert!(root.join("blobs").join(&sha).is_file(), "still used by the Q8 record");
+    assert!(root.join("snapshots").join(&repo.commit).join("model.safetensors").exists());
+    let r = app.delete(&format!("/api/models/{b}")).await;
+    assert!(r.data()["freed_bytes"].as_u64().unwrap() >= repo.files["model.safetensors"].bytes.len() as u64);
+    assert!(!root.exists(), "the repo's cache folder is gone: {:?}", files_in(&root));
+    app.stop().await;
+}
+
+/// The engine alone, with small ranges: many parallel ranges, a connection dropped in several
+/// of them, a stop half-way, and a resume from the sidecar that hashes the finished part once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_ranges_resume_from_the_sidecar_with_a_correct_sha256() {
+    let data: Vec<u8> = (0..(6u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let repo = FakeRepo::new("test-org/big").file("model.safetensors", data.clone()).throttled(4 << 20);
+    let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
+    let hub = hub_with(vec![repo.clone()]).await;
+    let client = HubClient::new(&hub.endpoint()).unwrap();
+    let repo_id = millm::domain::RepoId::parse("test-org/big").unwrap();
+    let head = client.head(&repo_id, "main", "model.safetensors", None).await.unwrap();
+    assert!(head.lfs && head.url.host_str() == Some("localhost"));
+    let plan = FilePlan {
+        path: "model.safetensors".into(),
+        size: head.size.unwrap(),
+        identity: head.identity.clone(),
+        url: head.url.to_string(),
+        lfs: true,
+    };
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = RepoCache::new(cache_dir.path(), &repo_id);
+    let options = DownloadOptions {
+        chunk_size: 512 << 10,
+        connections_per_file: 4,
+        backoff: Duration::from_millis(50),
+        ..DownloadOptions::default()
+    };
+    let make = |cancel: CancellationToken| {
+        Downloader::new(
+            client.clone(),
+            cache.clone(),
+            options.clone(),
+            None,
+            cancel,
+            BlobLocks::default(),
+            ErrorContext::new(&repo_id, "main", None, false),
+        )
+    };
+    // First run: stopped after a third of the bytes.
+    let cancel = CancellationToken::new();
+    let d = make(cancel.clone());
+    let run = {
+        let d = d.clone();
+        let plan = plan.clone();
+        tokio::spawn(async move { d.download_all(&repo.commit, &[plan]).await })
+    };
+    let progress = d.progress.clone();
+    until("a third of the file", || progress.downloaded.load(std::sync::atomic::Ordering::Relaxed) > 2 << 20).await;
+    cancel.cancel();
+    assert!(matches!(run.await.unwrap(), Err(millm::hub::HubError::Cancelled)));
+    assert!(cache.incomplete(&sha).is_file() && cache.ranges(&sha).is_file());
+
+    // Second run: full speed, three connections dropped mid-range, resumed from the sidecar.
+    hub.set_repo_throttle("test-org/big", None);
+    hub.drop_next_transfers(3, 100 << 10);
+    let before = hub.stats().bytes_sent();
+    let d = make(CancellationToken::new());
+    let commit = hub.repo("test-org/big").unwrap().commit;
+    d.download_all(&commit, std::slice::from_ref(&plan)).await.unwrap();
+    let second = hub.stats().bytes_sent() - before;
+    assert!(second < data.len() as u64 - (1 << 20), "only the missing ranges were fetched ({second})");
+    assert_eq!(sha256_file(&cache.blob(&sha)), sha);
+    assert!(!cache.incomplete(&sha).exists() && !cache.ranges(&sha).exists());
+    assert!(hub.stats().ranges.lock().unwrap().len() > 8, "many ranges");
+}

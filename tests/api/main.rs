@@ -1,0 +1,11 @@
+//! Integration tests: the real server on port 0, real SQLite and PostgreSQL, real files.
+
+mod support;
+
+mod downloads;
+mod errors;
+mod events;
+mod load;
+mod local_models;
+mod openapi;
+mod registry;

@@ -1,0 +1,411 @@
+#!/usr/bin/env node
+// End-to-end test: the real miLLM binary against the fake Hub, driven through
+// the web UI in Debian's headless Chromium (playwright-core, no browser download).
+//
+// Environment:
+//   MILLM_TARGET_DIR   cargo target folder (default: <repo>/target), relative to the repo root
+//   MILLM_BIN          the server binary (default: $MILLM_TARGET_DIR/debug/millm)
+//   MILLM_FAKE_HUB_BIN the fake Hub (default: $MILLM_TARGET_DIR/debug/examples/fake_hub)
+//   MILLM_E2E_UI       "server" (the binary serves web/dist), "preview" (vite preview
+//                      proxying to the binary) or "auto" (default: server if it serves
+//                      the page at /, else preview)
+//   CHROMIUM_PATH      the browser (default: /usr/bin/chromium)
+//   E2E_HEADED=1       show the browser
+// Prints "N passed, N failed" last; exits non-zero on any failure.
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, createWriteStream } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+
+const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const repoRoot = path.resolve(webDir, "..");
+const targetDir = path.resolve(repoRoot, process.env.MILLM_TARGET_DIR || "target");
+const millmBin = process.env.MILLM_BIN ? path.resolve(repoRoot, process.env.MILLM_BIN) : path.join(targetDir, "debug", "millm");
+const fakeHubBin = process.env.MILLM_FAKE_HUB_BIN
+  ? path.resolve(repoRoot, process.env.MILLM_FAKE_HUB_BIN)
+  : path.join(targetDir, "debug", "examples", "fake_hub");
+const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const artifacts = path.join(webDir, "e2e", "artifacts");
+const uiMode = process.env.MILLM_E2E_UI || "auto";
+
+const children = [];
+const cleanups = [];
+let passed = 0;
+let failed = 0;
+
+function log(...args) {
+  console.log("[e2e]", ...args);
+}
+
+// ---------------------------------------------------------------- processes
+
+function killChildren() {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+}
+
+async function shutdown() {
+  for (const fn of cleanups.splice(0).reverse()) {
+    try {
+      await fn();
+    } catch {
+      /* best effort */
+    }
+  }
+  killChildren();
+  const deadline = Date.now() + 5000;
+  while (children.some((c) => c.exitCode === null && c.signalCode === null) && Date.now() < deadline) {
+    await sleep(100);
+  }
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  }
+}
+
+process.on("exit", killChildren);
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, async () => {
+    log(`got ${signal}, stopping`);
+    await shutdown();
+    process.exit(130);
+  });
+}
+
+function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function start(name, command, args, env) {
+  const child = spawn(command, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+  children.push(child);
+  const logFile = createWriteStream(path.join(artifacts, `${name}.log`));
+  child.stderr.pipe(logFile);
+  child.on("exit", (code, signal) => log(`${name} exited (${signal ?? code})`));
+  return { child, logFile };
+}
+
+/** Resolves with the first stdout line matching `re`; rejects on exit or timeout. */
+function waitForLine(child, logFile, re, timeoutMs, name) {
+  return new Promise((resolve, reject) => {
+    const rl = readline.createInterface({ input: child.stdout });
+    const timer = setTimeout(() => reject(new Error(`${name} printed no "${re}" line within ${timeoutMs / 1000}s`)), timeoutMs);
+    let found = false;
+    rl.on("line", (line) => {
+      logFile.write(`[stdout] ${line}\n`);
+      const m = !found && line.match(re);
+      if (m) {
+        found = true;
+        clearTimeout(timer);
+        resolve(m);
+      }
+    });
+    child.on("exit", (code) => {
+      if (!found) {
+        clearTimeout(timer);
+        reject(new Error(`${name} exited with ${code} before it was ready (see e2e/artifacts/${name}.log)`));
+      }
+    });
+  });
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForHealth(base, child, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last = "no answer";
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`millm exited with ${child.exitCode} (see e2e/artifacts/millm.log)`);
+    try {
+      const res = await fetch(`${base}/api/health`);
+      if (res.status === 200) return res.json();
+      last = `HTTP ${res.status}`;
+    } catch (e) {
+      last = e.message;
+    }
+    await sleep(200);
+  }
+  throw new Error(`GET ${base}/api/health did not answer 200 within ${timeoutMs / 1000}s (last: ${last})`);
+}
+
+/** Does the server itself serve the web UI at `/`? */
+async function serverServesUi(base) {
+  try {
+    const res = await fetch(`${base}/`);
+    const text = await res.text();
+    return res.ok && text.includes('id="root"');
+  } catch {
+    return false;
+  }
+}
+
+async function startPreview(backend) {
+  if (!existsSync(path.join(webDir, "dist", "index.html"))) {
+    log("web/dist missing: building it");
+    const r = spawnSync("npm", ["run", "build"], { cwd: webDir, stdio: "inherit" });
+    if (r.status !== 0) throw new Error("npm run build failed");
+  }
+  process.env.MILLM_BACKEND = backend; // read by vite.config.ts's proxy
+  const { preview } = await import("vite");
+  const port = await freePort();
+  const server = await preview({
+    root: webDir,
+    configFile: path.join(webDir, "vite.config.ts"),
+    logLevel: "warn",
+    preview: { host: "127.0.0.1", port, strictPort: true, open: false },
+  });
+  cleanups.push(() => server.close());
+  return `http://127.0.0.1:${port}`;
+}
+
+// ---------------------------------------------------------------- test steps
+
+let page;
+let stepNo = 0;
+
+async function shot(name) {
+  stepNo += 1;
+  const file = path.join(artifacts, `${String(stepNo).padStart(2, "0")}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true }).catch(() => {});
+}
+
+async function step(name, fn) {
+  const started = Date.now();
+  try {
+    await fn();
+    passed += 1;
+    log(`PASS ${name} (${((Date.now() - started) / 1000).toFixed(1)}s)`);
+    await shot(name);
+    return true;
+  } catch (error) {
+    failed += 1;
+    log(`FAIL ${name}: ${error?.message?.split("\n").slice(0, 6).join("\n  ") ?? error}`);
+    await shot(`${name}-failed`);
+    return false;
+  }
+}
+
+function expect(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+/** The card of the model whose repo id is shown on it. */
+function card(repoId) {
+  return page.locator('[data-testid^="model-card-"]').filter({ hasText: repoId });
+}
+
+async function waitStatus(repoId, status, timeout) {
+  await card(repoId).and(page.locator(`[data-status="${status}"]`)).waitFor({ state: "visible", timeout });
+}
+
+/** Records, from inside the page, whether an element ever appeared — even briefly. */
+async function watchFor(testId) {
+  await page.evaluate((id) => {
+    window.__seen = window.__seen || {};
+    window.__seen[id] = false;
+    const check = () => {
+      if (document.querySelector(`[data-testid="${id}"]`)) window.__seen[id] = true;
+    };
+    check();
+    new MutationObserver(check).observe(document.body, { childList: true, subtree: true, attributes: true });
+  }, testId);
+}
+
+const seen = (testId) => page.evaluate((id) => Boolean(window.__seen && window.__seen[id]), testId);
+
+async function fillRepo(repoId) {
+  const form = page.getByTestId("download-form");
+  await form.getByLabel("Repository").fill(repoId);
+  await form.getByLabel("Access token (optional)").fill("");
+  return form;
+}
+
+async function run(uiBase) {
+  const { chromium } = await import("playwright-core");
+  const browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: process.env.E2E_HEADED !== "1",
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  cleanups.push(() => browser.close());
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  page = await context.newPage();
+  page.setDefaultTimeout(15000);
+  const consoleErrors = [];
+  page.on("console", (msg) => msg.type() === "error" && consoleErrors.push(msg.text()));
+  page.on("pageerror", (err) => consoleErrors.push(String(err)));
+
+  const TINY = "test-org/tiny-llama";
+  const SLOW = "test-org/slow-llama";
+  const GATED = "test-org/gated-llama";
+
+  const loaded = await step("page-loads-and-goes-live", async () => {
+    await page.goto(uiBase, { waitUntil: "domcontentloaded" });
+    await page.getByRole("heading", { name: "miLLM", level: 1 }).waitFor();
+    await page.locator('[data-testid="connection-state"][data-state="connected"]').waitFor({ timeout: 20000 });
+    await page.getByTestId("device-name").filter({ hasNotText: "unknown" }).waitFor();
+  });
+  if (!loaded) return;
+
+  await step("preview-tiny-llama", async () => {
+    const form = await fillRepo(TINY);
+    await form.getByRole("button", { name: "Preview", exact: true }).click();
+    const preview = page.getByTestId("preview-card");
+    await preview.waitFor({ timeout: 30000 });
+    await preview.getByRole("heading", { name: /tiny-llama/i }).waitFor();
+    const rows = await page.getByTestId("estimates-table").locator("tbody tr").count();
+    expect(rows === 5, `expected 5 quantization rows, got ${rows}`);
+    const files = await page.getByTestId("preview-files").locator("li").count();
+    expect(files > 0, "the preview lists no files");
+  });
+
+  const downloaded = await step("download-tiny-llama-until-ready", async () => {
+    await watchFor("download-progress");
+    await page.getByTestId("download-form").getByRole("button", { name: "Download", exact: true }).click();
+    await card(TINY).waitFor({ timeout: 30000 });
+    await waitStatus(TINY, "ready", 120000);
+    expect(await seen("download-progress"), "the download progress bar never appeared");
+    const bars = await card(TINY).getByTestId("download-progress").count();
+    expect(bars === 0, "a download progress bar is still shown on a ready model");
+  });
+
+  if (downloaded) {
+    const loadedOk = await step("load-tiny-llama", async () => {
+      await card(TINY).getByRole("button", { name: "Load", exact: true }).click();
+      await waitStatus(TINY, "loaded", 120000);
+      const memory = card(TINY).getByTestId("model-memory");
+      await memory.waitFor();
+      const text = await memory.innerText();
+      expect(/\d/.test(text) && /MB|GB/.test(text), `memory not shown: "${text}"`);
+      expect((await card(TINY).getByRole("button", { name: "Delete", exact: true }).count()) === 0, "Delete offered on a loaded model");
+    });
+
+    if (loadedOk) {
+      await step("unload-tiny-llama", async () => {
+        await card(TINY).getByRole("button", { name: "Unload", exact: true }).click();
+        await waitStatus(TINY, "ready", 60000);
+      });
+    }
+
+    await step("delete-tiny-llama", async () => {
+      await card(TINY).getByRole("button", { name: "Delete", exact: true }).click();
+      const dialog = page.getByRole("dialog");
+      await dialog.waitFor();
+      await shot("delete-confirmation");
+      await dialog.getByRole("button", { name: "Delete model" }).click();
+      await card(TINY).waitFor({ state: "detached", timeout: 30000 });
+    });
+  }
+
+  await step("cancel-slow-download", async () => {
+    const form = await fillRepo(SLOW);
+    await form.getByRole("button", { name: "Download", exact: true }).click();
+    await waitStatus(SLOW, "downloading", 30000);
+    await card(SLOW).getByTestId("download-progress").waitFor();
+    await shot("slow-download-in-progress");
+    await card(SLOW).getByRole("button", { name: "Cancel", exact: true }).click();
+    await waitStatus(SLOW, "error", 30000);
+    const message = card(SLOW).getByTestId("model-error");
+    await message.filter({ hasText: "Download cancelled by user" }).waitFor();
+    await card(SLOW).getByRole("button", { name: "Retry", exact: true }).waitFor();
+  });
+
+  await step("gated-without-token-shows-toast", async () => {
+    await page.locator('[data-testid="toast"] button').evaluateAll((buttons) => buttons.forEach((b) => b.click()));
+    const form = await fillRepo(GATED);
+    await form.getByRole("button", { name: "Preview", exact: true }).click();
+    await page.getByRole("alert").filter({ hasText: /gated/i }).first().waitFor({ timeout: 30000 });
+    await page.locator('[data-testid="toast"] button').evaluateAll((buttons) => buttons.forEach((b) => b.click()));
+    await form.getByRole("button", { name: "Download", exact: true }).click();
+    await page.getByRole("alert").filter({ hasText: /gated/i }).first().waitFor({ timeout: 30000 });
+    expect((await card(GATED).count()) === 0, "a record was created for a refused gated download");
+  });
+
+  await step("narrow-layout-390px", async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.getByRole("heading", { name: "miLLM", level: 1 }).waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow <= 1, `the page scrolls sideways by ${overflow}px at 390px`);
+  });
+
+  if (consoleErrors.length) log(`browser console errors:\n  ${consoleErrors.slice(0, 10).join("\n  ")}`);
+}
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  rmSync(artifacts, { recursive: true, force: true });
+  mkdirSync(artifacts, { recursive: true });
+
+  const missing = [
+    [millmBin, "the miLLM server (cargo build)"],
+    [fakeHubBin, "the fake Hub (cargo build --examples)"],
+    [chromiumPath, "Chromium (apt-get install -y chromium)"],
+  ].filter(([p]) => !existsSync(p));
+  if (missing.length) {
+    for (const [p, what] of missing) console.error(`[e2e] missing ${what}: ${p}`);
+    console.error("[e2e] build the binaries first (set MILLM_TARGET_DIR if cargo's target folder is elsewhere).");
+    console.log("0 passed, 1 failed");
+    process.exit(1);
+  }
+
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "millm-e2e-"));
+  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  const hub = start("fake_hub", fakeHubBin, [], { ...process.env });
+  const [, hubUrl] = await waitForLine(hub.child, hub.logFile, /^LISTENING (http:\/\/\S+)/, 30000, "fake_hub");
+  log(`fake Hub at ${hubUrl}`);
+
+  const port = await freePort();
+  const env = { ...process.env, HOST: "127.0.0.1", PORT: String(port), MILLM_DATA_DIR: dataDir, HF_ENDPOINT: hubUrl };
+  delete env.HF_TOKEN; // the gated case must see no token
+  const millm = start("millm", millmBin, ["serve"], env);
+  millm.child.stdout.on("data", (d) => millm.logFile.write(d));
+  const base = `http://127.0.0.1:${port}`;
+  const health = await waitForHealth(base, millm.child, 60000);
+  log(`millm at ${base} (device ${health?.data?.memory?.device ?? "?"})`);
+
+  const useServer = uiMode === "server" || (uiMode === "auto" && (await serverServesUi(base)));
+  const uiBase = useServer ? base : await startPreview(base);
+  log(`UI at ${uiBase} (${useServer ? "served by millm" : "vite preview"})`);
+
+  await run(uiBase);
+}
+
+try {
+  await main();
+} catch (error) {
+  failed += 1;
+  console.error(`[e2e] ${error?.stack ?? error}`);
+}
+await shutdown();
+console.log(`screenshots: ${path.relative(process.cwd(), artifacts) || artifacts}`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed > 0 || passed === 0 ? 1 : 0);

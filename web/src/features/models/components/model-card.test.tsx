@@ -1,0 +1,143 @@
+import { act, render, screen, within } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
+import { http } from "msw";
+import { Toaster } from "@/components/ui/toast";
+import { useModelsStore } from "../stores/models-store";
+import type { ModelResponse } from "../types";
+import { ModelCard } from "./model-card";
+import { fail, ok, server } from "@/test/server";
+import { makeModel } from "@/test/fixtures";
+
+/** Renders the card of a model held in the store, as the list does. */
+function StoreCard({ id }: { id: number }) {
+  const model = useModelsStore((s) => s.models.find((m) => m.id === id));
+  return model ? <ModelCard model={model} /> : <p>gone</p>;
+}
+
+function setup(overrides: Partial<ModelResponse>) {
+  const model = makeModel(overrides);
+  useModelsStore.getState().setModels([model]);
+  const user = userEvent.setup();
+  render(
+    <>
+      <StoreCard id={model.id} />
+      <Toaster />
+    </>,
+  );
+  return { user, model, card: screen.queryByTestId(`model-card-${model.id}`) };
+}
+
+const buttonNames = () =>
+  within(screen.getByRole("group", { name: /Actions for/ }))
+    .queryAllByRole("button")
+    .map((b) => b.textContent);
+
+describe("ModelCard", () => {
+  it.each<[Partial<ModelResponse>, string[]]>([
+    [{ status: "downloading" }, ["Cancel"]],
+    [{ status: "ready" }, ["Load", "Delete"]],
+    [{ status: "loading" }, []],
+    [{ status: "loaded" }, ["Unload"]],
+    [{ status: "error", source: "huggingface" }, ["Load", "Retry", "Delete"]],
+    [{ status: "error", source: "local", repo_id: null, local_path: "/m/x" }, ["Load", "Delete"]],
+  ])("offers the actions of %j", (overrides, expected) => {
+    setup(overrides);
+    expect(buttonNames()).toEqual(expected);
+  });
+
+  it("shows the facts and the status badge", () => {
+    setup({ status: "ready", disk_size_mb: 2048 });
+    expect(screen.getByTestId("model-status")).toHaveTextContent("ready");
+    expect(screen.getByText("Hugging Face")).toBeInTheDocument();
+    expect(screen.getByText("4.2M")).toBeInTheDocument();
+    expect(screen.getByText("Q4")).toBeInTheDocument();
+    expect(screen.getByText("2.0 GB")).toBeInTheDocument();
+  });
+
+  it("shows download percent, speed and time left, live from the store", () => {
+    setup({ status: "downloading", download_progress: 10, downloaded_bytes: 1_048_576, total_bytes: 10_485_760, speed_bps: 1_048_576 });
+    const progress = screen.getByTestId("download-progress");
+    expect(within(progress).getByRole("progressbar")).toHaveAttribute("aria-valuenow", "10");
+    expect(screen.getByTestId("download-percent")).toHaveTextContent("10%");
+    expect(screen.getByTestId("download-speed")).toHaveTextContent("1.00 MB/s");
+    expect(screen.getByTestId("download-eta")).toHaveTextContent("9s left");
+
+    act(() => useModelsStore.getState().applyDownloadProgress({ modelId: 1, progress: 55, downloadedBytes: 5_767_168, totalBytes: 10_485_760, speedBps: 2_097_152 }));
+    expect(screen.getByTestId("download-percent")).toHaveTextContent("55%");
+    expect(screen.getByTestId("download-speed")).toHaveTextContent("2.00 MB/s");
+  });
+
+  it("shows the load stage while loading", () => {
+    setup({ status: "loading" });
+    act(() => useModelsStore.getState().applyLoadProgress({ modelId: 1, stage: "quantizing", progress: 40 }));
+    expect(screen.getByTestId("load-stage")).toHaveTextContent("quantizing");
+    expect(within(screen.getByTestId("load-progress")).getByRole("progressbar")).toHaveAttribute("aria-valuenow", "40");
+  });
+
+  it("shows memory, device and dtype of the loaded model", () => {
+    setup({ status: "loaded", memory_footprint: 12 * 1_048_576, device: "cpu", dtype: "q4k" });
+    expect(screen.getByTestId("model-memory")).toHaveTextContent("12 MB");
+    expect(screen.getByText("cpu")).toBeInTheDocument();
+    expect(screen.getByText("q4k")).toBeInTheDocument();
+  });
+
+  it("shows the error message of a failed model", () => {
+    setup({ status: "error", error_message: "Download cancelled by user" });
+    expect(screen.getByTestId("model-error")).toHaveTextContent("Download cancelled by user");
+  });
+
+  it("loads, taking the server's answer", async () => {
+    server.use(http.post("*/api/models/1/load", () => ok(makeModel({ status: "loading" }), 202)));
+    const { user } = setup({ status: "ready" });
+    await user.click(screen.getByRole("button", { name: "Load" }));
+    expect(await screen.findByTestId("load-progress")).toBeInTheDocument();
+    expect(screen.getByTestId("model-status")).toHaveTextContent("loading");
+  });
+
+  it("cancels a download", async () => {
+    server.use(
+      http.post("*/api/models/1/cancel", () => ok(makeModel({ status: "error", error_message: "Download cancelled by user" }))),
+    );
+    const { user } = setup({ status: "downloading", download_progress: 5 });
+    await user.click(screen.getByRole("button", { name: "Cancel" }));
+    expect(await screen.findByTestId("model-error")).toHaveTextContent("Download cancelled by user");
+  });
+
+  it("asks before deleting, and Escape keeps the model", async () => {
+    const { user } = setup({ status: "ready" });
+    const deleteButton = screen.getByRole("button", { name: "Delete" });
+    await user.click(deleteButton);
+    const dialog = screen.getByRole("dialog", { name: "Delete tiny-llama?" });
+    expect(within(dialog).getByRole("button", { name: "Keep" })).toHaveFocus();
+    // Focus stays inside the dialog.
+    await user.tab();
+    expect(within(dialog).getByRole("button", { name: "Delete model" })).toHaveFocus();
+    await user.tab();
+    expect(within(dialog).getByRole("button", { name: "Keep" })).toHaveFocus();
+    await user.keyboard("{Escape}");
+    expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
+    expect(deleteButton).toHaveFocus();
+  });
+
+  it("deletes after confirmation", async () => {
+    server.use(http.delete("*/api/models/1", () => ok(null)));
+    const { user } = setup({ status: "ready" });
+    await user.click(screen.getByRole("button", { name: "Delete" }));
+    await user.click(screen.getByRole("button", { name: "Delete model" }));
+    expect(await screen.findByText("gone")).toBeInTheDocument();
+    expect(useModelsStore.getState().models).toEqual([]);
+    expect(screen.getByRole("status")).toHaveTextContent('Deleted "tiny-llama".');
+  });
+
+  it("shows a refused action as a toast and refreshes the card", async () => {
+    server.use(
+      http.post("*/api/models/1/load", () =>
+        fail("INSUFFICIENT_MEMORY", "Loading needs 900 MB but only 100 MB is free.", 507, { required_mb: 900, available_mb: 100 }),
+      ),
+      http.get("*/api/models/1", () => ok(makeModel({ status: "ready" }))),
+    );
+    const { user } = setup({ status: "ready" });
+    await user.click(screen.getByRole("button", { name: "Load" }));
+    expect(await screen.findByRole("alert")).toHaveTextContent("Loading needs 900 MB but only 100 MB is free.");
+  });
+});

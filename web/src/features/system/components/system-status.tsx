@@ -1,0 +1,58 @@
+//! Header status: the device models load onto, its memory in use, GPU memory
+//! when there is a GPU, and the live channel's state.
+import { formatMb } from "@/lib/format";
+import { selectDeviceMemory, useSystemStore } from "../stores/system-store";
+import type { ConnectionState } from "../types";
+
+const CONNECTION_LABEL: Record<ConnectionState, string> = {
+  connecting: "Connecting…",
+  connected: "Live",
+  reconnecting: "Reconnecting…",
+  disconnected: "Offline",
+};
+
+export function SystemStatus() {
+  const connection = useSystemStore((s) => s.connection);
+  const metrics = useSystemStore((s) => s.metrics);
+  const health = useSystemStore((s) => s.health);
+  const { device, totalMb, freeMb } = selectDeviceMemory({ metrics, health });
+  const usedMb = totalMb !== null && freeMb !== null ? Math.max(0, totalMb - freeMb) : null;
+  const gpuTotal = metrics?.gpu_memory_total_mb ?? 0;
+
+  return (
+    <div className="system-status">
+      <div className="stat" data-testid="device-info">
+        <span className="stat-label">Device</span>
+        <span className="stat-value mono" data-testid="device-name">
+          {device ?? "unknown"}
+        </span>
+      </div>
+      <div className="stat" data-testid="memory-info">
+        <span className="stat-label">Memory in use</span>
+        <span className="stat-value">
+          {usedMb !== null && totalMb !== null ? `${formatMb(usedMb)} / ${formatMb(totalMb)}` : "—"}
+        </span>
+        {usedMb !== null && totalMb ? (
+          <span className="meter" aria-hidden="true">
+            <span className="meter-fill" style={{ width: `${Math.min(100, (usedMb / totalMb) * 100)}%` }} />
+          </span>
+        ) : null}
+      </div>
+      {gpuTotal > 0 && (
+        <div className="stat" data-testid="gpu-info">
+          <span className="stat-label">GPU memory</span>
+          <span className="stat-value">
+            {formatMb(metrics?.gpu_memory_used_mb ?? 0)} / {formatMb(gpuTotal)}
+          </span>
+        </div>
+      )}
+      <div className={`connection connection-${connection}`} role="status" data-testid="connection-state" data-state={connection}>
+        <span className="dot" aria-hidden="true" />
+        <span>
+          <span className="sr-only">Live updates: </span>
+          {CONNECTION_LABEL[connection]}
+        </span>
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,16 @@
+//! Types of the system feature: device metrics and the live channel's state.
+export type { HealthResponse } from "@/lib/api-types";
+
+/** `system:metrics` payload. */
+export interface SystemMetrics {
+  gpu_utilization: number;
+  gpu_memory_used_mb: number;
+  gpu_memory_total_mb: number;
+  gpu_temperature: number;
+  device?: string;
+  memory_total_mb?: number;
+  memory_free_mb?: number;
+}
+
+/** State of the Socket.IO connection. */
+export type ConnectionState = "connecting" | "connected" | "reconnecting" | "disconnected";

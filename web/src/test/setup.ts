@@ -1,0 +1,22 @@
+//! Test setup: jest-dom matchers, MSW (an unhandled request fails the test),
+//! the socket module mocked, and every store reset after each test.
+import "@testing-library/jest-dom/vitest";
+import { cleanup } from "@testing-library/react";
+import { afterAll, afterEach, beforeAll, vi } from "vitest";
+import { useToastStore } from "@/components/ui/toast-store";
+import { useModelsStore } from "@/features/models/stores/models-store";
+import { useSystemStore } from "@/features/system/stores/system-store";
+import { server } from "./server";
+
+// Components never touch the socket; tests never open one.
+vi.mock("@/lib/socket", () => ({ connectSocket: vi.fn(), disconnectSocket: vi.fn() }));
+
+beforeAll(() => server.listen({ onUnhandledRequest: "error" }));
+afterEach(() => {
+  cleanup();
+  server.resetHandlers();
+  useModelsStore.getState().reset();
+  useSystemStore.getState().reset();
+  useToastStore.getState().reset();
+});
+afterAll(() => server.close());
