@@ -38,7 +38,8 @@ describe("ModelCard", () => {
     [{ status: "ready" }, ["Load", "Delete"]],
     [{ status: "loading" }, []],
     [{ status: "loaded" }, ["Unload"]],
-    [{ status: "error", source: "huggingface" }, ["Load", "Retry", "Delete"]],
+    [{ status: "error", source: "huggingface", revision: "abc123" }, ["Load", "Retry", "Delete"]],
+    [{ status: "error", source: "huggingface", revision: null }, ["Retry", "Delete"]],
     [{ status: "error", source: "local", repo_id: null, local_path: "/m/x" }, ["Load", "Delete"]],
   ])("offers the actions of %j", (overrides, expected) => {
     setup(overrides);

@@ -20,10 +20,12 @@ const STATUS_TONE: Record<ModelStatus, BadgeTone> = {
 };
 
 /** Which actions a status allows (API.md lifecycle). */
-export function allowedActions(model: Pick<ModelResponse, "status" | "source">) {
+export function allowedActions(model: Pick<ModelResponse, "status" | "source" | "revision">) {
   const s = model.status;
+  // A Hub model whose download never finished has nothing to load: it needs a retry.
+  const hasFiles = model.source === "local" || model.revision != null;
   return {
-    load: s === "ready" || s === "error",
+    load: s === "ready" || (s === "error" && hasFiles),
     unload: s === "loaded",
     cancel: s === "downloading",
     retry: s === "error" && model.source === "huggingface",
