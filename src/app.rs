@@ -40,6 +40,7 @@ impl App {
     /// Opens the registry (running migrations), reconciles what a previous process left,
     /// probes the devices and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        let settings = settings.normalized();
         settings.validate()?;
         let settings = Arc::new(settings);
         std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
@@ -69,6 +70,7 @@ impl App {
         let router = api::router()
             .fallback(fallback)
             .with_state(state.clone())
+            .layer(axum::middleware::from_fn(crate::metrics::track_http))
             .layer(io_layer)
             .layer(cors_layer(&settings))
             .layer(CatchPanicLayer::custom(|_panic| {

@@ -194,6 +194,29 @@ impl Settings {
         }
     }
 
+    /// Treats settings given as empty strings (`HF_TOKEN=` in a compose file) as not given.
+    pub fn normalized(mut self) -> Self {
+        fn blank(s: &str) -> bool {
+            s.trim().is_empty()
+        }
+        if self.hf_token.as_ref().is_some_and(|t| blank(t.expose())) {
+            self.hf_token = None;
+        }
+        if self.database_url.as_ref().is_some_and(|t| blank(t.expose())) {
+            self.database_url = None;
+        }
+        if self.auto_load_model.as_deref().is_some_and(blank) {
+            self.auto_load_model = None;
+        }
+        if self.cors_origins.as_deref().is_some_and(blank) {
+            self.cors_origins = None;
+        }
+        if self.model_cache_dir.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            self.model_cache_dir = None;
+        }
+        self
+    }
+
     /// Checks what clap cannot: every error names the setting to fix.
     pub fn validate(&self) -> Result<(), SettingError> {
         if self.host.trim().is_empty() {
@@ -287,6 +310,16 @@ mod tests {
         let printed = format!("{s:?}");
         assert!(!printed.contains("supersecret"));
         assert!(!printed.contains("pw@"));
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let mut s = Settings::for_data_dir("/tmp/x");
+        s.hf_token = Some(Secret::new(""));
+        s.auto_load_model = Some(" ".into());
+        let s = s.normalized();
+        assert!(s.hf_token.is_none());
+        assert!(s.auto_load_model.is_none());
     }
 
     #[test]

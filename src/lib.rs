@@ -18,6 +18,8 @@ pub mod error;
 pub mod events;
 /// The Hub protocol, the cache layout and the resumable downloader.
 pub mod hub;
+/// Prometheus metrics: the registry, the HTTP middleware and the text served at `/metrics`.
+pub mod metrics;
 /// The lifecycle rules that tie store, Hub, engine and events together.
 pub mod service;
 /// The model registry on SQLite or PostgreSQL.

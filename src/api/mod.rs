@@ -4,6 +4,7 @@ pub mod downloads;
 pub mod extract;
 pub mod health;
 pub mod lifecycle;
+pub mod metrics;
 pub mod models;
 pub mod schema;
 
@@ -61,10 +62,11 @@ pub fn openapi_json() -> String {
     doc.to_pretty_json().unwrap_or_else(|_| "{}".into())
 }
 
-/// The router for `/api`, `/openapi.json` and `/docs`.
+/// The router for `/api`, `/openapi.json`, `/docs` and `/metrics`.
 pub fn router() -> Router<AppState> {
     let (api, doc) = routes();
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .merge(metrics::router())
         .method_not_allowed_fallback(method_not_allowed)
 }
 

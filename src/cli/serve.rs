@@ -20,6 +20,7 @@ fn init_logging(settings: &Settings) {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(settings: Settings) -> ExitCode {
+    let settings = settings.normalized();
     if let Err(e) = settings.validate() {
         eprintln!("millm: {e}");
         return ExitCode::from(2);

@@ -130,6 +130,7 @@ impl Services {
     /// The background part of a load.
     async fn run_load(&self, model_id: i64, request: LoadRequest) {
         let started = Instant::now();
+        let quantization = request.quantization.as_str();
         let _ops = self.engine.lock_ops().await;
         if let Some(previous) = self.engine.loaded_id() {
             self.unload_locked(previous).await;
@@ -172,6 +173,11 @@ impl Services {
             ))),
         };
         let _ = forward.await;
+        crate::metrics::load_finished(
+            started.elapsed(),
+            quantization,
+            crate::metrics::LoadOutcome::from_result(&result),
+        );
         match result {
             Ok(model) => {
                 let info = LoadedInfo {

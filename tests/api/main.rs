@@ -7,5 +7,6 @@ mod errors;
 mod events;
 mod load;
 mod local_models;
+mod metrics;
 mod openapi;
 mod registry;
