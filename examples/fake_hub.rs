@@ -20,7 +20,9 @@ async fn main() -> std::io::Result<()> {
     let written = TinyLlama::default().write(dir.path())?;
     let hub = FakeHub::start().await?;
     let repo = |id: &str| FakeRepo::from_dir(id, dir.path());
-    hub.add_repo(repo("test-org/tiny-llama")?.file("README.md", "# tiny-llama\nA tiny Llama for tests.\n"));
+    hub.add_repo(
+        repo("test-org/tiny-llama")?.file("README.md", "# tiny-llama\nA tiny Llama for tests.\n"),
+    );
     hub.add_repo(repo("test-org/gated-llama")?.gated());
     // One connection per file this small: the weights at this rate take ≥ 15 s.
     let rate = (written.weight_bytes() / 16).max(1);

@@ -202,7 +202,11 @@ impl Settings {
         if self.hf_token.as_ref().is_some_and(|t| blank(t.expose())) {
             self.hf_token = None;
         }
-        if self.database_url.as_ref().is_some_and(|t| blank(t.expose())) {
+        if self
+            .database_url
+            .as_ref()
+            .is_some_and(|t| blank(t.expose()))
+        {
             self.database_url = None;
         }
         if self.auto_load_model.as_deref().is_some_and(blank) {
@@ -211,7 +215,11 @@ impl Settings {
         if self.cors_origins.as_deref().is_some_and(blank) {
             self.cors_origins = None;
         }
-        if self.model_cache_dir.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        if self
+            .model_cache_dir
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
             self.model_cache_dir = None;
         }
         self

@@ -22,9 +22,31 @@ use crate::error::{AppError, ErrorCode};
 /// A success answer in the envelope.
 pub struct ApiOk<T>(pub StatusCode, pub T);
 
+#[derive(Serialize)]
+struct OkEnvelope<'a, T> {
+    success: bool,
+    data: &'a T,
+    error: Option<()>,
+}
+
+/// A success envelope serialized to bytes.
+pub fn envelope_bytes<T: Serialize>(data: &T) -> Result<bytes::Bytes, serde_json::Error> {
+    let body = OkEnvelope {
+        success: true,
+        data,
+        error: None,
+    };
+    serde_json::to_vec(&body).map(bytes::Bytes::from)
+}
+
 impl<T: Serialize> IntoResponse for ApiOk<T> {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"success": true, "data": self.1, "error": null});
+        // Serialized straight to bytes: no intermediate JSON tree for large lists.
+        let body = OkEnvelope {
+            success: true,
+            data: &self.1,
+            error: None,
+        };
         (self.0, axum::Json(body)).into_response()
     }
 }

@@ -1,14 +1,16 @@
 //! `/api/models`: list, show, create (Hub download or local folder), delete.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{ApiJson, IdPath};
 use super::schema::{DeleteResponse, Envelope, ModelDownloadRequest, ModelResponse};
 use super::{ok, ApiOk};
 use crate::app::AppState;
-use crate::error::{AppResult, ErrorBody};
+use crate::error::{AppError, AppResult, ErrorBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -19,8 +21,28 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Every model, newest first.
 #[utoipa::path(get, path = "/api/models", tag = "models",
     responses((status = 200, description = "All models", body = Envelope<Vec<ModelResponse>>)))]
-async fn list_models(State(state): State<AppState>) -> AppResult<ApiOk<Vec<ModelResponse>>> {
-    Ok(ok(state.services.list_models().await?))
+async fn list_models(State(state): State<AppState>) -> AppResult<Response> {
+    let services = &state.services;
+    // Clients poll this list; while nothing changes (no live download, same registry
+    // generation, same loaded model) the serialized body is reused.
+    let generation = services.store.generation();
+    let loaded = services.loaded();
+    let live = services.downloads_live();
+    if !live {
+        if let Some(body) = services.cached_list_body(generation, &loaded) {
+            return Ok(json_bytes(body));
+        }
+    }
+    let list = services.list_models().await?;
+    let body = super::envelope_bytes(&list).map_err(AppError::internal)?;
+    if !live {
+        services.cache_list_body(generation, loaded, body.clone());
+    }
+    Ok(json_bytes(body))
+}
+
+fn json_bytes(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// One model.

@@ -14,9 +14,9 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -64,7 +64,7 @@ impl Default for DownloadOptions {
             stall_timeout: Duration::from_secs(30),
             attempts: 3,
             backoff: Duration::from_millis(500),
-            write_buffer: 1 << 20,
+            write_buffer: 4 << 20,
         }
     }
 }
@@ -169,6 +169,20 @@ impl Sidecar {
     }
 }
 
+/// How often the finished ranges are written down while bytes arrive.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
+
+impl Transfer {
+    /// Writes the sidecar; the lock is held while writing, so a newer list is never
+    /// overwritten by an older one.
+    fn persist(&self) -> Result<(), HubError> {
+        let s = lock_ok(&self.sidecar);
+        write_sidecar(&self.sidecar_path, &s)?;
+        *lock_ok(&self.persisted) = Instant::now();
+        Ok(())
+    }
+}
+
 /// One file in flight.
 struct Transfer {
     plan: FilePlan,
@@ -176,6 +190,8 @@ struct Transfer {
     file: Arc<File>,
     sidecar: Mutex<Sidecar>,
     sidecar_path: PathBuf,
+    /// When the sidecar was last written.
+    persisted: Mutex<Instant>,
     queue: Mutex<VecDeque<(u64, u64)>>,
     /// Where hashed bytes go, if the file is hashed.
     hasher: Option<mpsc::UnboundedSender<(u64, Bytes)>>,
@@ -412,6 +428,7 @@ impl Downloader {
                 file,
                 sidecar: Mutex::new(sidecar),
                 sidecar_path,
+                persisted: Mutex::new(Instant::now()),
                 queue: Mutex::new(queue),
                 hasher: tx,
                 hashed: hashed_rx,
@@ -446,7 +463,14 @@ impl Downloader {
                 _ = cancel.cancelled() => return Err(HubError::Cancelled),
                 p = self.connections.clone().acquire_owned() => p.map_err(|_| HubError::Cancelled)?,
             };
-            self.fetch_range(t, start, end, cancel).await?;
+            let fetched = self.fetch_range(t, start, end, cancel).await;
+            // Whatever happened, what was written is written down for a resume.
+            let t2 = t.clone();
+            let persisted = tokio::task::spawn_blocking(move || t2.persist())
+                .await
+                .map_err(|e| HubError::Failed(format!("recording progress failed: {e}")))?;
+            fetched?;
+            persisted?;
         }
     }
 
@@ -493,7 +517,7 @@ impl Downloader {
     ) -> Result<(), HubError> {
         let whole = *pos == 0 && end == t.plan.size;
         // Non-LFS files are small: one plain GET. Everything else asks for its range.
-        let range = (!(whole && !t.plan.lfs)).then_some((*pos, end - 1));
+        let range = (!whole || t.plan.lfs).then_some((*pos, end - 1));
         let stall = self.options.stall_timeout;
         let send =
             self.client
@@ -527,10 +551,12 @@ impl Downloader {
                 )))
             }
         }
+        // The body's own buffers are kept (no copy) until enough for one batch of writes.
         let cap = self.options.write_buffer.max(64 << 10);
-        let mut buf = BytesMut::with_capacity(cap);
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batched = 0usize;
         let mut result = Ok(());
-        while *pos + (buf.len() as u64) < end {
+        while *pos + (batched as u64) < end {
             let chunk = tokio::select! {
                 _ = cancel.cancelled() => { result = Err(HubError::Cancelled); break }
                 r = tokio::time::timeout(stall, resp.chunk()) => r,
@@ -553,13 +579,14 @@ impl Downloader {
                     ));
                     break;
                 }
-                Ok(Ok(Some(chunk))) => {
-                    let room = (end - *pos) as usize - buf.len();
-                    buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if buf.len() >= cap {
-                        let data =
-                            std::mem::replace(&mut buf, BytesMut::with_capacity(cap)).freeze();
-                        self.write(t, pos, data).await?;
+                Ok(Ok(Some(mut chunk))) => {
+                    let room = (end - *pos) as usize - batched;
+                    chunk.truncate(room);
+                    batched += chunk.len();
+                    batch.push(chunk);
+                    if batched >= cap {
+                        batched = 0;
+                        self.write(t, pos, std::mem::take(&mut batch)).await?;
                     }
                 }
             }
@@ -568,33 +595,52 @@ impl Downloader {
             return result;
         }
         // What arrived before a fault is good: keep it, and resume after it.
-        if !buf.is_empty() {
-            self.write(t, pos, buf.freeze()).await?;
+        if !batch.is_empty() {
+            self.write(t, pos, batch).await?;
         }
         result
     }
 
     /// Writes `data` at `pos`, records it in the sidecar (so a restart resumes right after
     /// it), hands it to the hasher, and counts it.
-    async fn write(&self, t: &Arc<Transfer>, pos: &mut u64, data: Bytes) -> Result<(), HubError> {
+    async fn write(
+        &self,
+        t: &Arc<Transfer>,
+        pos: &mut u64,
+        data: Vec<Bytes>,
+    ) -> Result<(), HubError> {
         let offset = *pos;
+        let len: u64 = data.iter().map(|d| d.len() as u64).sum();
         let t2 = t.clone();
-        let piece = data.clone();
+        let pieces = data.clone();
         tokio::task::spawn_blocking(move || -> Result<(), HubError> {
-            t2.file.write_all_at(&piece, offset)?;
-            // Held while writing, so a newer list is never overwritten by an older one.
-            let mut s = lock_ok(&t2.sidecar);
-            s.add(offset, offset + piece.len() as u64);
-            write_sidecar(&t2.sidecar_path, &s)
+            let mut at = offset;
+            for piece in &pieces {
+                t2.file.write_all_at(piece, at)?;
+                at += piece.len() as u64;
+            }
+            lock_ok(&t2.sidecar).add(offset, offset + len);
+            // Persisted at most about once a second here (and at every range's end), so a
+            // hard kill loses at most a second of transfer.
+            let due = lock_ok(&t2.persisted).elapsed() >= PERSIST_EVERY;
+            if due {
+                t2.persist()?;
+            }
+            Ok(())
         })
         .await
         .map_err(|e| HubError::Failed(format!("writing failed: {e}")))??;
-        let len = data.len() as u64;
         if let Some(h) = &t.hasher {
-            let _ = h.send((offset, data));
+            let mut at = offset;
+            for piece in data {
+                let n = piece.len() as u64;
+                let _ = h.send((at, piece));
+                at += n;
+            }
         }
         *pos += len;
         self.progress.downloaded.fetch_add(len, Ordering::Relaxed);
+        crate::metrics::download_bytes(len);
         Ok(())
     }
 }

@@ -44,12 +44,17 @@ pub fn has_index(siblings: &[Sibling]) -> bool {
 /// A config that needs the repo's own Python code (`auto_map`) cannot be loaded.
 pub fn check_config(repo: &str, config: &Value) -> Result<(), HubError> {
     if config.get("auto_map").is_some_and(|m| !m.is_null()) {
-        return Err(HubError::Unsupported(format!(
-            "'{repo}' needs custom Python code from the repository (its config has auto_map); \
-             miLLM only runs built-in architectures and never executes code from the Hub."
-        )));
+        return Err(remote_code(repo));
     }
     Ok(())
+}
+
+/// The refusal of a model that needs remote code, with the reason.
+pub fn remote_code(repo: &str) -> HubError {
+    HubError::Unsupported(format!(
+        "'{repo}' needs custom Python code from the repository (its config has auto_map); \
+         miLLM only runs built-in architectures and never executes code from the Hub."
+    ))
 }
 
 /// Picks the files to download, in name order. Every sibling's name is checked first: a repo

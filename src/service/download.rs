@@ -234,16 +234,9 @@ impl Services {
             Access::Required,
         )
         .await?;
-        if let Some(config) = &model.config {
-            select::check_config(&repo.to_string(), config)?;
-        }
         if model.requires_remote_code {
-            return Err(select::check_config(
-                &repo.to_string(),
-                &serde_json::json!({"auto_map": {}}),
-            )
-            .expect_err("auto_map is always refused")
-            .into());
+            // Refused whatever trust_remote_code says: no code from the Hub ever runs here.
+            return Err(select::remote_code(&repo.to_string()).into());
         }
         let tensors = model.tensors.clone().unwrap_or_default();
         let cache = RepoCache::new(&self.settings.cache_dir(), &repo);
@@ -441,7 +434,17 @@ impl Services {
 
     async fn run_job(&self, row: ModelRecord, token: Option<Secret>, cancel: CancellationToken) {
         let id = row.id;
+        let started = Instant::now();
+        crate::metrics::download_started();
         let result = self.download(&row, token, &cancel).await;
+        crate::metrics::download_finished(
+            started.elapsed(),
+            match &result {
+                Ok(_) => crate::metrics::DownloadOutcome::Completed,
+                Err(HubError::Cancelled) => crate::metrics::DownloadOutcome::Cancelled,
+                Err(_) => crate::metrics::DownloadOutcome::Failed,
+            },
+        );
         match result {
             Ok((snapshot, total)) => {
                 let cache_path = snapshot.to_string_lossy().to_string();

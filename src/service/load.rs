@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::api::schema::ModelResponse;
-use crate::domain::{mib_ceil, ModelId, ModelStatus, Source};
+use crate::domain::{mib_ceil, ModelId, ModelStatus};
 use crate::engine::loader::{load_blocking, LoadRequest};
 use crate::engine::{estimate, inspect_folder, EngineError, Lease};
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -47,18 +47,16 @@ impl Services {
             ModelStatus::Downloading | ModelStatus::Loading => return Err(busy_error(&row)),
             ModelStatus::Ready | ModelStatus::Error => {}
         }
-        let folder = match (&row.source, &row.cache_path, &row.revision) {
-            (Source::Huggingface, _, None) | (_, None, _) => {
-                return Err(AppError::invalid_state(
-                    row.id,
-                    row.status.as_str(),
-                    format!(
-                        "Model {} has no complete download to load; retry the download first.",
-                        row.id
-                    ),
-                ))
-            }
-            (_, Some(path), _) => path.clone(),
+        // A Hub model gets its folder (the snapshot) only when its download completes.
+        let Some(folder) = row.cache_path.clone() else {
+            return Err(AppError::invalid_state(
+                row.id,
+                row.status.as_str(),
+                format!(
+                    "Model {} has no complete download to load; retry the download first.",
+                    row.id
+                ),
+            ));
         };
         let Some(ticket) = self.engine.try_begin_load() else {
             return Err(AppError::busy(

@@ -44,6 +44,9 @@ pub struct LoadedInfo {
     pub dtype: String,
 }
 
+/// A serialized list with the registry generation and loaded model it shows.
+type ListBody = (u64, Option<LoadedInfo>, bytes::Bytes);
+
 /// Shared services; cheap to clone.
 #[derive(Clone)]
 pub struct Services {
@@ -57,6 +60,8 @@ pub struct Services {
     /// The one model in memory.
     pub engine: Engine,
     progress: Arc<Mutex<HashMap<i64, DownloadProgress>>>,
+    /// The serialized list, for the registry generation and loaded model it was made from.
+    list_body: Arc<Mutex<Option<ListBody>>>,
     loaded: Arc<Mutex<Option<LoadedInfo>>>,
 }
 
@@ -78,6 +83,7 @@ impl Services {
             settings,
             shutdown,
             progress: Arc::new(Mutex::new(HashMap::new())),
+            list_body: Arc::new(Mutex::new(None)),
             loaded: Arc::new(Mutex::new(None)),
         })
     }
@@ -99,6 +105,27 @@ impl Services {
     pub async fn wind_down(&self) {
         self.shutdown.cancel();
         self.stop_downloads().await;
+    }
+
+    /// True while any download reports live figures (they change several times a second).
+    pub fn downloads_live(&self) -> bool {
+        !lock(&self.progress).is_empty()
+    }
+
+    /// The cached list body, if it was made from this generation and loaded model.
+    pub fn cached_list_body(
+        &self,
+        generation: u64,
+        loaded: &Option<LoadedInfo>,
+    ) -> Option<bytes::Bytes> {
+        match lock(&self.list_body).as_ref() {
+            Some((g, l, body)) if *g == generation && l == loaded => Some(body.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn cache_list_body(&self, generation: u64, loaded: Option<LoadedInfo>, body: bytes::Bytes) {
+        *lock(&self.list_body) = Some((generation, loaded, body));
     }
 
     /// The live progress of a running download.

@@ -52,8 +52,8 @@ impl Services {
     }
 
     pub async fn list_models(&self) -> AppResult<Vec<ModelResponse>> {
-        let rows = self.store.list_models().await?;
-        Ok(rows.into_iter().map(|r| self.view(r)).collect())
+        let rows = self.store.list_summaries().await?;
+        Ok(rows.iter().map(|r| self.view(r.clone())).collect())
     }
 
     pub async fn get_model(&self, id: ModelId) -> AppResult<ModelResponse> {

@@ -6,6 +6,8 @@ mod models;
 pub use models::{ModelRecord, NewModel, StoredFile};
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
@@ -54,7 +56,13 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Bumped after every committed change; the list cache is valid for one generation.
+    generation: Arc<AtomicU64>,
+    list_cache: Arc<Mutex<Option<CachedList>>>,
 }
+
+/// The list as of one generation.
+type CachedList = (u64, Arc<Vec<ModelRecord>>);
 
 impl Store {
     /// Connects, creating a SQLite file (and its folder) if needed, and runs the migrations.
@@ -87,7 +95,36 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            generation: Arc::new(AtomicU64::new(0)),
+            list_cache: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Marks the cached list stale; called after every committed change.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn cached_list(&self, generation: u64) -> Option<Arc<Vec<ModelRecord>>> {
+        let cache = self.list_cache.lock().ok()?;
+        match cache.as_ref() {
+            Some((g, rows)) if *g == generation => Some(rows.clone()),
+            _ => None,
+        }
+    }
+
+    fn cache_list(&self, generation: u64, rows: Arc<Vec<ModelRecord>>) {
+        if let Ok(mut cache) = self.list_cache.lock() {
+            *cache = Some((generation, rows));
+        }
+    }
+
+    /// Changes committed so far by this process; equal values mean an unchanged registry.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn backend(&self) -> Backend {

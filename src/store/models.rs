@@ -1,5 +1,8 @@
 //! Queries on the `models` table.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -70,6 +73,11 @@ pub struct NewModel {
 const COLUMNS: &str = "id, name, source, repo_id, revision, requested_revision, local_path, params, \
     architecture, quantization, disk_size_mb, estimated_memory_mb, status, error_message, cache_path, \
     config_json, files_json, parameter_count, trust_remote_code, created_at, updated_at, loaded_at";
+
+/// The list columns: everything but the heavy config and file list.
+const SUMMARY_COLUMNS: &str = "id, name, source, repo_id, revision, requested_revision, local_path, params, \
+    architecture, quantization, disk_size_mb, estimated_memory_mb, status, error_message, cache_path, \
+    NULL AS config_json, NULL AS files_json, parameter_count, trust_remote_code, created_at, updated_at, loaded_at";
 
 /// The current time as the registry stores it: RFC 3339, UTC, milliseconds.
 pub fn now() -> String {
@@ -157,7 +165,10 @@ impl Store {
             .fetch_one(&self.pool)
             .await;
         match result {
-            Ok(row) => from_row(row),
+            Ok(row) => {
+                self.changed();
+                from_row(row)
+            }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 // Lost a race with an identical insert: report the winner.
                 match self.find_duplicate(&new).await? {
@@ -220,6 +231,24 @@ impl Store {
         rows.into_iter().map(from_row).collect()
     }
 
+    /// Every model, newest first, without the heavy columns (`config_json`, `files_json`), for
+    /// the list endpoint. Cached until the next change, so a large registry lists fast.
+    pub async fn list_summaries(&self) -> Result<Arc<Vec<ModelRecord>>, StoreError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(rows) = self.cached_list(generation) {
+            return Ok(rows);
+        }
+        let sql = format!("SELECT {SUMMARY_COLUMNS} FROM models ORDER BY id DESC");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let rows = Arc::new(
+            rows.into_iter()
+                .map(from_row)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        self.cache_list(generation, rows.clone());
+        Ok(rows)
+    }
+
     /// Models in one of the given statuses, oldest first.
     pub async fn models_in(
         &self,
@@ -258,6 +287,7 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.changed();
         Ok(done.rows_affected() == 1)
     }
 
@@ -268,6 +298,7 @@ impl Store {
             status_list(allowed)
         );
         let done = sqlx::query(&sql).bind(id).execute(&self.pool).await?;
+        self.changed();
         Ok(done.rows_affected() == 1)
     }
 
@@ -296,6 +327,7 @@ impl Store {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.changed();
         Ok(done.rows_affected() == 1)
     }
 
@@ -324,6 +356,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await?;
+        self.changed();
         Ok(done.rows_affected())
     }
 }

@@ -22,7 +22,12 @@ const WAIT: Duration = Duration::from_secs(60);
 /// A tiny Llama repo with the extra files a real repo has and a download must skip.
 fn tiny_repo(id: &str, seed: u64) -> (FakeRepo, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    TinyLlama { seed, ..TinyLlama::default() }.write(dir.path()).unwrap();
+    TinyLlama {
+        seed,
+        ..TinyLlama::default()
+    }
+    .write(dir.path())
+    .unwrap();
     let repo = FakeRepo::from_dir(id, dir.path())
         .unwrap()
         .file("pytorch_model.bin", vec![7u8; 4096])
@@ -53,7 +58,10 @@ async fn wait_for(app: &TestApp, id: i64, what: &str, done: impl Fn(&Value) -> b
         if done(&m) {
             return m;
         }
-        assert!(Instant::now() < deadline, "model {id} never became {what}: {m}");
+        assert!(
+            Instant::now() < deadline,
+            "model {id} never became {what}: {m}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -64,7 +72,9 @@ async fn wait_status(app: &TestApp, id: i64, status: &str) -> Value {
 
 fn cache_of(app: &TestApp, repo: &str) -> PathBuf {
     let (owner, name) = repo.split_once('/').unwrap();
-    app.settings.cache_dir().join(format!("models--{owner}--{name}"))
+    app.settings
+        .cache_dir()
+        .join(format!("models--{owner}--{name}"))
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -97,7 +107,12 @@ async fn preview_reports_every_field_without_downloading_weights() {
     let hub = hub_with(vec![repo]).await;
     let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
 
-    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/tiny-llama"})).await;
+    let r = app
+        .post(
+            "/api/models/preview",
+            json!({"repo_id": "test-org/tiny-llama"}),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let p = r.data().clone();
     assert_eq!(p["name"], "tiny-llama");
@@ -114,10 +129,21 @@ async fn preview_reports_every_field_without_downloading_weights() {
     assert_eq!(p["language"], json!(["en"]));
     assert!(p["tags"].as_array().unwrap().iter().any(|t| t == "llama"));
     assert!(p["has_access"].is_null());
-    let files: Vec<&str> = p["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let files: Vec<&str> = p["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
     assert_eq!(
         files,
-        vec!["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+        vec![
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json"
+        ]
     );
     // The estimates are the local model's, from the same shapes and the same function.
     let local = app.add_local(dir.path(), "Q4").await;
@@ -126,13 +152,30 @@ async fn preview_reports_every_field_without_downloading_weights() {
     assert_eq!(sizes["Q4"]["memory_mb"].as_i64().unwrap(), local_q4);
     let disk = sizes["FP32"]["disk_mb"].clone();
     for q in ["FP32", "FP16", "Q8", "Q4", "Q2"] {
-        assert_eq!(sizes[q]["disk_mb"], disk, "disk_mb is the same for every quantization");
+        assert_eq!(
+            sizes[q]["disk_mb"], disk,
+            "disk_mb is the same for every quantization"
+        );
     }
     let mem = |q: &str| sizes[q]["memory_mb"].as_u64().unwrap();
-    assert!(mem("FP32") > mem("FP16") && mem("FP16") >= mem("Q8") && mem("Q8") >= mem("Q4") && mem("Q4") >= mem("Q2"));
+    assert!(
+        mem("FP32") > mem("FP16")
+            && mem("FP16") >= mem("Q8")
+            && mem("Q8") >= mem("Q4")
+            && mem("Q4") >= mem("Q2")
+    );
     // Only headers were read: far fewer bytes than the weights.
-    assert!(hub.stats().bytes_sent() < weights / 10, "sent {} of {weights}", hub.stats().bytes_sent());
-    assert_eq!(hub.stats().cdn_requests_with_auth.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(
+        hub.stats().bytes_sent() < weights / 10,
+        "sent {} of {weights}",
+        hub.stats().bytes_sent()
+    );
+    assert_eq!(
+        hub.stats()
+            .cdn_requests_with_auth
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
     app.stop().await;
 }
 
@@ -143,7 +186,9 @@ async fn download_fills_the_python_cache_layout() {
     let hub = hub_with(vec![repo.clone()]).await;
     let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
 
-    let r = app.post("/api/models", download_body("test-org/tiny-llama")).await;
+    let r = app
+        .post("/api/models", download_body("test-org/tiny-llama"))
+        .await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.data()["status"], "downloading");
     assert_eq!(r.data()["revision"], repo.commit.as_str());
@@ -155,21 +200,37 @@ async fn download_fills_the_python_cache_layout() {
     assert!(m["download_progress"].is_null());
 
     let root = cache_of(&app, "test-org/tiny-llama");
-    assert_eq!(std::fs::read_to_string(root.join("refs/main")).unwrap(), repo.commit);
+    assert_eq!(
+        std::fs::read_to_string(root.join("refs/main")).unwrap(),
+        repo.commit
+    );
     let snap = root.join("snapshots").join(&repo.commit);
     let mut linked = files_in(&snap);
     linked.sort();
     assert_eq!(
         linked,
-        vec!["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+        vec![
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json"
+        ]
     );
     for name in &linked {
         let target = std::fs::read_link(snap.join(name)).unwrap();
         let target = target.to_str().unwrap();
         assert!(target.starts_with("../../blobs/"), "{name} -> {target}");
-        assert!(root.join("snapshots").join(&repo.commit).join(target).is_file());
+        assert!(root
+            .join("snapshots")
+            .join(&repo.commit)
+            .join(target)
+            .is_file());
     }
-    assert_eq!(std::fs::read_link(snap.join("model.safetensors")).unwrap(), Path::new(&format!("../../blobs/{sha}")));
+    assert_eq!(
+        std::fs::read_link(snap.join("model.safetensors")).unwrap(),
+        Path::new(&format!("../../blobs/{sha}"))
+    );
     assert_eq!(sha256_file(&root.join("blobs").join(&sha)), sha);
     // Small files are named by their git blob sha1, as the Hub's ETag says.
     let cfg = &repo.files["config.json"];
@@ -177,8 +238,14 @@ async fn download_fills_the_python_cache_layout() {
         std::fs::read_link(snap.join("config.json")).unwrap(),
         Path::new(&format!("../../blobs/{}", cfg.git_sha1))
     );
-    assert!(files_in(&root.join("blobs")).iter().all(|f| !f.contains("incomplete")));
-    assert_eq!(files_in(&root.join("blobs")).len(), 5, "only what loading needs");
+    assert!(files_in(&root.join("blobs"))
+        .iter()
+        .all(|f| !f.contains("incomplete")));
+    assert_eq!(
+        files_in(&root.join("blobs")).len(),
+        5,
+        "only what loading needs"
+    );
     let m = app.get(&format!("/api/models/{id}")).await.data().clone();
     assert!(m["disk_size_mb"].as_i64().unwrap() >= 5, "{m}");
     app.stop().await;
@@ -192,47 +259,117 @@ async fn hub_errors_answer_at_once_and_create_no_record() {
     let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
 
     let cases = [
-        (json!({"source": "huggingface", "repo_id": "test-org/gated-llama"}), 401, "GATED_MODEL_NO_TOKEN"),
-        (json!({"source": "huggingface", "repo_id": "test-org/gated-llama", "hf_token": NO_ACCESS_TOKEN}), 401, "GATED_MODEL_NO_TOKEN"),
-        (json!({"source": "huggingface", "repo_id": "test-org/tiny-llama", "hf_token": "hf_wrong"}), 401, "INVALID_HF_TOKEN"),
-        (json!({"source": "huggingface", "repo_id": "test-org/nope"}), 404, "REPO_NOT_FOUND"),
-        (json!({"source": "huggingface", "repo_id": "test-org/nope", "hf_token": GOOD_TOKEN}), 404, "REPO_NOT_FOUND"),
-        (json!({"source": "huggingface", "repo_id": "test-org/tiny-llama", "revision": "v9"}), 404, "REPO_NOT_FOUND"),
-        (json!({"source": "huggingface", "repo_id": "not a repo"}), 422, "VALIDATION_ERROR"),
-        (json!({"source": "huggingface", "repo_id": "a--b/c"}), 422, "VALIDATION_ERROR"),
+        (
+            json!({"source": "huggingface", "repo_id": "test-org/gated-llama"}),
+            401,
+            "GATED_MODEL_NO_TOKEN",
+        ),
+        (
+            json!({"source": "huggingface", "repo_id": "test-org/gated-llama", "hf_token": NO_ACCESS_TOKEN}),
+            401,
+            "GATED_MODEL_NO_TOKEN",
+        ),
+        (
+            json!({"source": "huggingface", "repo_id": "test-org/tiny-llama", "hf_token": "hf_wrong"}),
+            401,
+            "INVALID_HF_TOKEN",
+        ),
+        (
+            json!({"source": "huggingface", "repo_id": "test-org/nope"}),
+            404,
+            "REPO_NOT_FOUND",
+        ),
+        (
+            json!({"source": "huggingface", "repo_id": "test-org/nope", "hf_token": GOOD_TOKEN}),
+            404,
+            "REPO_NOT_FOUND",
+        ),
+        (
+            json!({"source": "huggingface", "repo_id": "test-org/tiny-llama", "revision": "v9"}),
+            404,
+            "REPO_NOT_FOUND",
+        ),
+        (
+            json!({"source": "huggingface", "repo_id": "not a repo"}),
+            422,
+            "VALIDATION_ERROR",
+        ),
+        (
+            json!({"source": "huggingface", "repo_id": "a--b/c"}),
+            422,
+            "VALIDATION_ERROR",
+        ),
         (json!({"source": "huggingface"}), 422, "VALIDATION_ERROR"),
     ];
     for (body, status, code) in cases {
         let r = app.post("/api/models", body.clone()).await;
         assert_eq!((r.status, r.code()), (status, code), "{body} -> {}", r.body);
         let text = r.body.to_string();
-        assert!(!text.contains("hf_wrong") && !text.contains(NO_ACCESS_TOKEN), "a token is never echoed");
+        assert!(
+            !text.contains("hf_wrong") && !text.contains(NO_ACCESS_TOKEN),
+            "a token is never echoed"
+        );
     }
-    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/gated-llama"})).await;
+    let r = app
+        .post(
+            "/api/models/preview",
+            json!({"repo_id": "test-org/gated-llama"}),
+        )
+        .await;
     assert_eq!(r.data()["is_gated"], true);
     assert!(r.data()["has_access"].is_null());
-    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/gated-llama", "hf_token": NO_ACCESS_TOKEN})).await;
+    let r = app
+        .post(
+            "/api/models/preview",
+            json!({"repo_id": "test-org/gated-llama", "hf_token": NO_ACCESS_TOKEN}),
+        )
+        .await;
     assert_eq!(r.data()["has_access"], false);
-    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/gated-llama", "hf_token": GOOD_TOKEN})).await;
+    let r = app
+        .post(
+            "/api/models/preview",
+            json!({"repo_id": "test-org/gated-llama", "hf_token": GOOD_TOKEN}),
+        )
+        .await;
     assert_eq!(r.data()["has_access"], true);
-    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/nope"})).await;
+    let r = app
+        .post("/api/models/preview", json!({"repo_id": "test-org/nope"}))
+        .await;
     assert_eq!(r.code(), "REPO_NOT_FOUND");
-    assert_eq!(app.get("/api/models").await.data().as_array().unwrap().len(), 0);
-    assert!(files_in(&app.settings.cache_dir()).is_empty(), "nothing written");
+    assert_eq!(
+        app.get("/api/models")
+            .await
+            .data()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(
+        files_in(&app.settings.cache_dir()).is_empty(),
+        "nothing written"
+    );
 
     // With a token that has access, the gated download works and the CDN never sees it.
-    let body = json!({"source": "huggingface", "repo_id": "test-org/gated-llama", "hf_token": GOOD_TOKEN});
+    let body =
+        json!({"source": "huggingface", "repo_id": "test-org/gated-llama", "hf_token": GOOD_TOKEN});
     let r = app.post("/api/models", body).await;
     assert_eq!(r.status, 202, "{}", r.body);
     wait_status(&app, r.data()["id"].as_i64().unwrap(), "ready").await;
-    assert_eq!(hub.stats().cdn_requests_with_auth.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        hub.stats()
+            .cdn_requests_with_auth
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unloadable_and_malicious_repos_are_refused() {
     let (base, _d) = tiny_repo("x/base", 5);
-    let mut no_st = FakeRepo::new("test-org/bin-only").file("config.json", base.files["config.json"].bytes.clone());
+    let mut no_st = FakeRepo::new("test-org/bin-only")
+        .file("config.json", base.files["config.json"].bytes.clone());
     no_st = no_st.file("pytorch_model.bin", vec![0u8; 100]);
     let mut cfg: Value = serde_json::from_slice(&base.files["config.json"].bytes).unwrap();
     cfg["auto_map"] = json!({"AutoModelForCausalLM": "modeling_x.XForCausalLM"});
@@ -245,18 +382,47 @@ async fn unloadable_and_malicious_repos_are_refused() {
     let hub = hub_with(vec![no_st, remote_code, evil]).await;
     let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
 
-    let r = app.post("/api/models", download_body("test-org/bin-only")).await;
+    let r = app
+        .post("/api/models", download_body("test-org/bin-only"))
+        .await;
     assert_eq!((r.status, r.code()), (422, "MODEL_UNSUPPORTED"));
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("safetensors"));
-    let r = app.post("/api/models", download_body("test-org/remote-code")).await;
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("safetensors"));
+    let r = app
+        .post("/api/models", download_body("test-org/remote-code"))
+        .await;
     assert_eq!((r.status, r.code()), (422, "MODEL_UNSUPPORTED"));
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("auto_map"), "{}", r.body);
-    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/remote-code"})).await;
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("auto_map"),
+        "{}",
+        r.body
+    );
+    let r = app
+        .post(
+            "/api/models/preview",
+            json!({"repo_id": "test-org/remote-code"}),
+        )
+        .await;
     assert_eq!(r.data()["requires_trust_remote_code"], true);
-    let r = app.post("/api/models", download_body("test-org/evil")).await;
+    let r = app
+        .post("/api/models", download_body("test-org/evil"))
+        .await;
     assert_eq!((r.status, r.code()), (422, "MODEL_UNSUPPORTED"));
     assert_eq!(r.body["error"]["details"]["path"], "../evil.safetensors");
-    assert_eq!(app.get("/api/models").await.data().as_array().unwrap().len(), 0);
+    assert_eq!(
+        app.get("/api/models")
+            .await
+            .data()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     let cache = app.settings.cache_dir();
     assert!(!cache.parent().unwrap().join("evil.safetensors").exists());
     assert!(!cache.join("evil.safetensors").exists());
@@ -271,12 +437,26 @@ async fn dropped_connection_resumes_with_range_and_checks_sha256() {
     let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
     hub.drop_next_transfers(1, 1 << 20);
 
-    let r = app.post("/api/models", download_body("test-org/tiny-llama")).await;
+    let r = app
+        .post("/api/models", download_body("test-org/tiny-llama"))
+        .await;
     let id = r.data()["id"].as_i64().unwrap();
     wait_status(&app, id, "ready").await;
-    let resumed = hub.stats().resumed_ranges("model.safetensors");
-    assert_eq!(resumed, vec![1 << 20], "the second request asked for the rest only");
-    let blob = cache_of(&app, "test-org/tiny-llama").join("blobs").join(&sha);
+    // Byte 8 is the header read at POST time; then the transfer resumed where it was cut.
+    let resumed: Vec<u64> = hub
+        .stats()
+        .resumed_ranges("model.safetensors")
+        .into_iter()
+        .filter(|&s| s != 8)
+        .collect();
+    assert_eq!(
+        resumed,
+        vec![1 << 20],
+        "the second request asked for the rest only"
+    );
+    let blob = cache_of(&app, "test-org/tiny-llama")
+        .join("blobs")
+        .join(&sha);
     assert_eq!(sha256_file(&blob), sha);
     app.stop().await;
 }
@@ -287,12 +467,27 @@ async fn transient_hub_failures_are_retried_then_reported() {
     let hub = hub_with(vec![repo]).await;
     let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
     hub.fail_next_requests(2);
-    let r = app.post("/api/models/preview", json!({"repo_id": "test-org/tiny-llama"})).await;
+    let r = app
+        .post(
+            "/api/models/preview",
+            json!({"repo_id": "test-org/tiny-llama"}),
+        )
+        .await;
     assert_eq!(r.status, 200, "two 503s are retried: {}", r.body);
     hub.fail_next_requests(100);
-    let r = app.post("/api/models", download_body("test-org/tiny-llama")).await;
+    let r = app
+        .post("/api/models", download_body("test-org/tiny-llama"))
+        .await;
     assert_eq!((r.status, r.code()), (502, "DOWNLOAD_FAILED"));
-    assert_eq!(app.get("/api/models").await.data().as_array().unwrap().len(), 0);
+    assert_eq!(
+        app.get("/api/models")
+            .await
+            .data()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     hub.fail_next_requests(0);
     app.stop().await;
 }
@@ -303,20 +498,31 @@ async fn a_restart_mid_download_resumes_and_finishes() {
     let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
     let hub = hub_with(vec![repo.throttled(1 << 20)]).await;
     let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
-    let r = app.post("/api/models", download_body("test-org/slow-llama")).await;
+    let r = app
+        .post("/api/models", download_body("test-org/slow-llama"))
+        .await;
     let id = r.data()["id"].as_i64().unwrap();
-    wait_for(&app, id, "half-way", |m| m["downloaded_bytes"].as_i64().unwrap_or(0) > 2 << 20).await;
+    wait_for(&app, id, "half-way", |m| {
+        m["downloaded_bytes"].as_i64().unwrap_or(0) > 2 << 20
+    })
+    .await;
 
     let blobs = cache_of(&app, "test-org/slow-llama").join("blobs");
     let (settings, dir) = app.stop_keeping_data().await;
-    assert!(blobs.join(format!("{sha}.incomplete")).is_file(), "the partial file is kept for a resume");
+    assert!(
+        blobs.join(format!("{sha}.incomplete")).is_file(),
+        "the partial file is kept for a resume"
+    );
     hub.set_repo_throttle("test-org/slow-llama", None);
 
     let app = spawn_with(settings, dir).await;
     let m = wait_status(&app, id, "ready").await;
     assert!(m["error_message"].is_null());
     let resumed = hub.stats().resumed_ranges("model.safetensors");
-    assert!(resumed.iter().any(|&s| s >= 2 << 20), "resumed with Range: {resumed:?}");
+    assert!(
+        resumed.iter().any(|&s| s >= 2 << 20),
+        "resumed with Range: {resumed:?}"
+    );
     assert_eq!(sha256_file(&blobs.join(&sha)), sha);
     assert!(!blobs.join(format!("{sha}.incomplete")).exists());
     app.stop().await;
@@ -327,35 +533,61 @@ async fn cancel_stops_the_transfer_and_removes_partial_files() {
     let (repo, _dir) = tiny_repo("test-org/slow-llama", 9);
     let hub = hub_with(vec![repo.throttled(512 << 10)]).await;
     let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
-    let r = app.post("/api/models", download_body("test-org/slow-llama")).await;
+    let r = app
+        .post("/api/models", download_body("test-org/slow-llama"))
+        .await;
     let id = r.data()["id"].as_i64().unwrap();
-    wait_for(&app, id, "transferring", |m| m["downloaded_bytes"].as_i64().unwrap_or(0) > 0).await;
+    wait_for(&app, id, "transferring", |m| {
+        m["downloaded_bytes"].as_i64().unwrap_or(0) > 0
+    })
+    .await;
     assert!(hub.stats().open_transfers() > 0);
 
     let started = Instant::now();
-    let r = app.post(&format!("/api/models/{id}/cancel"), json!({})).await;
-    assert!(started.elapsed() < Duration::from_secs(1), "cancel took {:?}", started.elapsed());
+    let r = app
+        .post(&format!("/api/models/{id}/cancel"), json!({}))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "cancel took {:?}",
+        started.elapsed()
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.data()["status"], "error");
     assert_eq!(r.data()["error_message"], "Download cancelled by user");
-    until("the fake Hub to stop sending", || hub.stats().open_transfers() == 0).await;
+    until("the fake Hub to stop sending", || {
+        hub.stats().open_transfers() == 0
+    })
+    .await;
     let root = cache_of(&app, "test-org/slow-llama");
     let left: Vec<String> = files_in(&root.join("blobs"));
     assert!(left.is_empty(), "nothing partial or orphaned: {left:?}");
 
     // Cancelling again returns the model unchanged; a retry starts afresh and finishes.
-    let again = app.post(&format!("/api/models/{id}/cancel"), json!({})).await;
+    let again = app
+        .post(&format!("/api/models/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(again.data()["status"], "error");
     hub.set_repo_throttle("test-org/slow-llama", None);
-    let r = app.post(&format!("/api/models/{id}/retry"), json!({})).await;
+    let r = app
+        .post(&format!("/api/models/{id}/retry"), json!({}))
+        .await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.data()["status"], "downloading");
     wait_status(&app, id, "ready").await;
-    let r = app.post(&format!("/api/models/{id}/retry"), Value::Null).await;
+    let r = app
+        .send(app.http.post(app.url(&format!("/api/models/{id}/retry"))))
+        .await;
     assert_eq!((r.status, r.code()), (409, "INVALID_STATE"));
     assert_eq!(r.body["error"]["details"]["status"], "ready");
-    let r = app.post(&format!("/api/models/{id}/cancel"), json!({})).await;
-    assert_eq!(r.data()["status"], "ready", "cancel of a ready model changes nothing");
+    let r = app
+        .post(&format!("/api/models/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        r.data()["status"],
+        "ready",
+        "cancel of a ready model changes nothing"
+    );
     app.stop().await;
 }
 
@@ -365,10 +597,15 @@ async fn checksum_mismatch_fails_and_leaves_nothing_in_the_cache() {
     let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
     let hub = hub_with(vec![repo.corrupt()]).await;
     let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
-    let r = app.post("/api/models", download_body("test-org/corrupt")).await;
+    let r = app
+        .post("/api/models", download_body("test-org/corrupt"))
+        .await;
     let id = r.data()["id"].as_i64().unwrap();
     let m = wait_status(&app, id, "error").await;
-    assert!(m["error_message"].as_str().unwrap().contains("checksum"), "{m}");
+    assert!(
+        m["error_message"].as_str().unwrap().contains("checksum"),
+        "{m}"
+    );
     let blobs = files_in(&cache_of(&app, "test-org/corrupt").join("blobs"));
     assert!(blobs.iter().all(|b| !b.starts_with(&sha)), "{blobs:?}");
     app.stop().await;
@@ -398,12 +635,17 @@ async fn ten_concurrent_downloads_finish_with_correct_bytes() {
         let root = cache_of(&app, &repo.id);
         for (path, f) in &repo.files {
             if ["model.safetensors", "config.json", "tokenizer.json"].contains(&path.as_str()) {
-                let got = std::fs::read(root.join("snapshots").join(&repo.commit).join(path)).unwrap();
+                let got =
+                    std::fs::read(root.join("snapshots").join(&repo.commit).join(path)).unwrap();
                 assert!(got == f.bytes, "{} {path} differs", repo.id);
             }
         }
     }
-    Arc::try_unwrap(app).ok().expect("no other holders").stop().await;
+    Arc::try_unwrap(app)
+        .ok()
+        .expect("no other holders")
+        .stop()
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,16 +661,33 @@ async fn delete_keeps_blobs_another_quantization_uses() {
     let b = app.post("/api/models", json!({"source": "huggingface", "repo_id": "test-org/tiny-llama", "quantization": "Q8"})).await;
     let b = b.data()["id"].as_i64().unwrap();
     wait_status(&app, b, "ready").await;
-    assert!(hub.stats().bytes_sent() - sent < 100_000, "the second quantization reuses the blobs");
+    assert!(
+        hub.stats().bytes_sent() - sent < 100_000,
+        "the second quantization reuses the blobs"
+    );
 
     let root = cache_of(&app, "test-org/tiny-llama");
     let r = app.delete(&format!("/api/models/{a}")).await;
     assert_eq!(r.data()["freed_bytes"], 0);
-    assert!(root.join("blobs").join(&sha).is_file(), "still used by the Q8 record");
-    assert!(root.join("snapshots").join(&repo.commit).join("model.safetensors").exists());
+    assert!(
+        root.join("blobs").join(&sha).is_file(),
+        "still used by the Q8 record"
+    );
+    assert!(root
+        .join("snapshots")
+        .join(&repo.commit)
+        .join("model.safetensors")
+        .exists());
     let r = app.delete(&format!("/api/models/{b}")).await;
-    assert!(r.data()["freed_bytes"].as_u64().unwrap() >= repo.files["model.safetensors"].bytes.len() as u64);
-    assert!(!root.exists(), "the repo's cache folder is gone: {:?}", files_in(&root));
+    assert!(
+        r.data()["freed_bytes"].as_u64().unwrap()
+            >= repo.files["model.safetensors"].bytes.len() as u64
+    );
+    assert!(
+        !root.exists(),
+        "the repo's cache folder is gone: {:?}",
+        files_in(&root)
+    );
     app.stop().await;
 }
 
@@ -436,13 +695,20 @@ async fn delete_keeps_blobs_another_quantization_uses() {
 /// of them, a stop half-way, and a resume from the sidecar that hashes the finished part once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_ranges_resume_from_the_sidecar_with_a_correct_sha256() {
-    let data: Vec<u8> = (0..(6u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    let repo = FakeRepo::new("test-org/big").file("model.safetensors", data.clone()).throttled(4 << 20);
+    let data: Vec<u8> = (0..(6u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let repo = FakeRepo::new("test-org/big")
+        .file("model.safetensors", data.clone())
+        .throttled(4 << 20);
     let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
     let hub = hub_with(vec![repo.clone()]).await;
     let client = HubClient::new(&hub.endpoint()).unwrap();
     let repo_id = millm::domain::RepoId::parse("test-org/big").unwrap();
-    let head = client.head(&repo_id, "main", "model.safetensors", None).await.unwrap();
+    let head = client
+        .head(&repo_id, "main", "model.safetensors", None)
+        .await
+        .unwrap();
     assert!(head.lfs && head.url.host_str() == Some("localhost"));
     let plan = FilePlan {
         path: "model.safetensors".into(),
@@ -479,9 +745,18 @@ async fn parallel_ranges_resume_from_the_sidecar_with_a_correct_sha256() {
         tokio::spawn(async move { d.download_all(&repo.commit, &[plan]).await })
     };
     let progress = d.progress.clone();
-    until("a third of the file", || progress.downloaded.load(std::sync::atomic::Ordering::Relaxed) > 2 << 20).await;
+    until("a third of the file", || {
+        progress
+            .downloaded
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 2 << 20
+    })
+    .await;
     cancel.cancel();
-    assert!(matches!(run.await.unwrap(), Err(millm::hub::HubError::Cancelled)));
+    assert!(matches!(
+        run.await.unwrap(),
+        Err(millm::hub::HubError::Cancelled)
+    ));
     assert!(cache.incomplete(&sha).is_file() && cache.ranges(&sha).is_file());
 
     // Second run: full speed, three connections dropped mid-range, resumed from the sidecar.
@@ -490,9 +765,14 @@ async fn parallel_ranges_resume_from_the_sidecar_with_a_correct_sha256() {
     let before = hub.stats().bytes_sent();
     let d = make(CancellationToken::new());
     let commit = hub.repo("test-org/big").unwrap().commit;
-    d.download_all(&commit, std::slice::from_ref(&plan)).await.unwrap();
+    d.download_all(&commit, std::slice::from_ref(&plan))
+        .await
+        .unwrap();
     let second = hub.stats().bytes_sent() - before;
-    assert!(second < data.len() as u64 - (1 << 20), "only the missing ranges were fetched ({second})");
+    assert!(
+        second < data.len() as u64 - (1 << 20),
+        "only the missing ranges were fetched ({second})"
+    );
     assert_eq!(sha256_file(&cache.blob(&sha)), sha);
     assert!(!cache.incomplete(&sha).exists() && !cache.ranges(&sha).exists());
     assert!(hub.stats().ranges.lock().unwrap().len() > 8, "many ranges");

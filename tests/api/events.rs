@@ -28,7 +28,10 @@ async fn listen(base: &str, namespace: &str) -> (Client, UnboundedReceiver<(Stri
             let tx = tx.clone();
             async move {
                 if let Payload::Text(values) = payload {
-                    let _ = tx.send((event.as_str().to_string(), values.into_iter().next().unwrap_or(Value::Null)));
+                    let _ = tx.send((
+                        event.as_str().to_string(),
+                        values.into_iter().next().unwrap_or(Value::Null),
+                    ));
                 }
             }
             .boxed()
@@ -64,12 +67,21 @@ async fn download_progress_and_completion_reach_both_namespaces() {
     TinyLlama::default().write(dir.path()).unwrap();
     let hub = FakeHub::start().await.unwrap();
     // Slow enough for several progress events, fast enough for a test.
-    hub.add_repo(FakeRepo::from_dir("test-org/tiny-llama", dir.path()).unwrap().throttled(4 << 20));
+    hub.add_repo(
+        FakeRepo::from_dir("test-org/tiny-llama", dir.path())
+            .unwrap()
+            .throttled(4 << 20),
+    );
     let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
     let (root, mut root_rx) = listen(&app.base, "/").await;
     let (progress, mut progress_rx) = listen(&app.base, "/progress").await;
 
-    let r = app.post("/api/models", json!({"source": "huggingface", "repo_id": "test-org/tiny-llama"})).await;
+    let r = app
+        .post(
+            "/api/models",
+            json!({"source": "huggingface", "repo_id": "test-org/tiny-llama"}),
+        )
+        .await;
     assert_eq!(r.status, 202, "{}", r.body);
     let id = r.data()["id"].as_i64().unwrap();
 
@@ -81,7 +93,10 @@ async fn download_progress_and_completion_reach_both_namespaces() {
         }
         let done = next_event(rx, "model:download:complete").await;
         assert_eq!(done["modelId"], id);
-        assert!(done["localPath"].as_str().unwrap().contains("models--test-org--tiny-llama/snapshots/"));
+        assert!(done["localPath"]
+            .as_str()
+            .unwrap()
+            .contains("models--test-org--tiny-llama/snapshots/"));
     }
     let m = app.get(&format!("/api/models/{id}")).await;
     assert_eq!(m.data()["status"], "ready");
@@ -95,13 +110,24 @@ async fn a_cancelled_download_emits_download_cancelled() {
     let dir = tempfile::tempdir().unwrap();
     TinyLlama::default().write(dir.path()).unwrap();
     let hub = FakeHub::start().await.unwrap();
-    hub.add_repo(FakeRepo::from_dir("test-org/slow-llama", dir.path()).unwrap().throttled(256 << 10));
+    hub.add_repo(
+        FakeRepo::from_dir("test-org/slow-llama", dir.path())
+            .unwrap()
+            .throttled(256 << 10),
+    );
     let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
     let (client, mut rx) = listen(&app.base, "/progress").await;
-    let r = app.post("/api/models", json!({"source": "huggingface", "repo_id": "test-org/slow-llama"})).await;
+    let r = app
+        .post(
+            "/api/models",
+            json!({"source": "huggingface", "repo_id": "test-org/slow-llama"}),
+        )
+        .await;
     let id = r.data()["id"].as_i64().unwrap();
     next_event(&mut rx, "model:download:progress").await;
-    let r = app.post(&format!("/api/models/{id}/cancel"), json!({})).await;
+    let r = app
+        .post(&format!("/api/models/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(r.data()["status"], "error");
     let e = next_event(&mut rx, "model:download:error").await;
     assert_eq!(e["modelId"], id);

@@ -4,16 +4,13 @@
 //! counters are compared before and after (they only grow) and per-app gauges are read from
 //! this app's state at scrape time.
 //!
-//! Download metrics (`millm_download_bytes_total`, `millm_downloads_active`,
-//! `millm_download_duration_seconds`) are asserted here once the download service calls
-//! `millm::metrics::download_*`; until then `src/metrics.rs`'s unit tests cover them.
 
 use std::time::Duration;
 
 use millm_testkit::TinyLlama;
 use serde_json::json;
 
-use crate::support::{spawn_app, Db, TestApp};
+use crate::support::{spawn_app, spawn_app_with_hub, Db, TestApp};
 
 async fn scrape(app: &TestApp) -> String {
     let resp = app
@@ -88,6 +85,40 @@ async fn metrics_show_a_load_http_routes_and_device_memory() {
     assert_eq!(
         sample(&scrape(&app).await, "millm_loaded_model_memory_bytes"),
         0.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_a_download() {
+    let dir = tempfile::tempdir().unwrap();
+    TinyLlama::default().write(dir.path()).unwrap();
+    let hub = millm_testkit::FakeHub::start().await.unwrap();
+    hub.add_repo(millm_testkit::FakeRepo::from_dir("metrics-org/tiny", dir.path()).unwrap());
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    let before = scrape(&app).await;
+    let r = app
+        .post(
+            "/api/models",
+            json!({"source": "huggingface", "repo_id": "metrics-org/tiny"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.data()["id"].as_i64().unwrap();
+    app.wait_status(id, "ready", Duration::from_secs(60)).await;
+    let after = scrape(&app).await;
+    let weights = std::fs::metadata(dir.path().join("model.safetensors"))
+        .unwrap()
+        .len() as f64;
+    assert!(
+        sample(&after, "millm_download_bytes_total")
+            >= sample(&before, "millm_download_bytes_total") + weights,
+        "{after}"
+    );
+    let done = r#"millm_download_duration_seconds_count{outcome="completed"}"#;
+    assert!(
+        sample(&after, done) >= sample(&before, done) + 1.0,
+        "{after}"
     );
     app.stop().await;
 }

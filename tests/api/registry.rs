@@ -210,7 +210,38 @@ async fn error_messages_travel_with_the_status(db: Db) {
     );
 }
 
+async fn the_cached_list_reflects_every_change(db: Db) {
+    let (store, _dir) = store_for(db).await;
+    assert!(store.list_summaries().await.unwrap().is_empty());
+    let a = store
+        .insert_model(hub_model("org/l1", Quantization::Q4))
+        .await
+        .unwrap();
+    let b = store
+        .insert_model(hub_model("org/l2", Quantization::Q4))
+        .await
+        .unwrap();
+    let ids: Vec<i64> = store
+        .list_summaries()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec![b.id, a.id]);
+    assert!(store
+        .transition(a.id, &[ModelStatus::Ready], ModelStatus::Error, Some("x"))
+        .await
+        .unwrap());
+    let list = store.list_summaries().await.unwrap();
+    assert_eq!(list[1].status, ModelStatus::Error);
+    assert_eq!(list[1].error_message.as_deref(), Some("x"));
+    assert!(store.delete_if(b.id, &[ModelStatus::Ready]).await.unwrap());
+    assert_eq!(store.list_summaries().await.unwrap().len(), 1);
+}
+
 on_both_databases!(
+    the_cached_list_reflects_every_change,
     rows_round_trip_every_field,
     repo_and_quantization_are_unique_together,
     racing_inserts_of_one_model_let_exactly_one_win,

@@ -38,7 +38,18 @@ pub const NO_ACCESS_TOKEN: &str = "hf_fake_no_access_token";
 
 /// Extensions stored in LFS, as a Hub repo's `.gitattributes` would say.
 const LFS_EXTENSIONS: &[&str] = &[
-    "safetensors", "bin", "pt", "pth", "onnx", "msgpack", "h5", "gguf", "png", "jpg", "model", "ot",
+    "safetensors",
+    "bin",
+    "pt",
+    "pth",
+    "onnx",
+    "msgpack",
+    "h5",
+    "gguf",
+    "png",
+    "jpg",
+    "model",
+    "ot",
 ];
 
 /// One file of a fake repo.
@@ -76,7 +87,12 @@ impl FakeRepo {
             throttle_bps: None,
             files: BTreeMap::new(),
             card_data: json!({"license": "apache-2.0", "language": ["en"]}),
-            tags: vec!["transformers".into(), "safetensors".into(), "llama".into(), "text-generation".into()],
+            tags: vec![
+                "transformers".into(),
+                "safetensors".into(),
+                "llama".into(),
+                "text-generation".into(),
+            ],
             corrupt: false,
         }
     }
@@ -180,7 +196,8 @@ impl FakeRepo {
             .map(|(p, f)| {
                 let mut s = json!({"rfilename": p, "size": f.bytes.len(), "blobId": f.git_sha1});
                 if f.lfs {
-                    s["lfs"] = json!({"sha256": f.sha256, "size": f.bytes.len(), "pointerSize": 134});
+                    s["lfs"] =
+                        json!({"sha256": f.sha256, "size": f.bytes.len(), "pointerSize": 134});
                 }
                 s
             })
@@ -203,7 +220,11 @@ impl FakeRepo {
             "cardData": self.card_data,
             "siblings": siblings,
         });
-        if let Some(cfg) = self.files.get("config.json").and_then(|f| serde_json::from_slice::<Value>(&f.bytes).ok()) {
+        if let Some(cfg) = self
+            .files
+            .get("config.json")
+            .and_then(|f| serde_json::from_slice::<Value>(&f.bytes).ok())
+        {
             let mut c = json!({});
             for key in ["architectures", "model_type", "auto_map"] {
                 if let Some(v) = cfg.get(key) {
@@ -234,15 +255,22 @@ fn safetensors_counts(bytes: &[u8]) -> Vec<(String, u64)> {
         return Vec::new();
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let Some(header) = bytes.get(8..8 + n) else { return Vec::new() };
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(header) else { return Vec::new() };
+    let Some(header) = bytes.get(8..8 + n) else {
+        return Vec::new();
+    };
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(header) else {
+        return Vec::new();
+    };
     let mut out: BTreeMap<String, u64> = BTreeMap::new();
     for (name, t) in map {
         if name == "__metadata__" {
             continue;
         }
         let dtype = t["dtype"].as_str().unwrap_or("F32").to_string();
-        let numel: u64 = t["shape"].as_array().map(|s| s.iter().filter_map(Value::as_u64).product()).unwrap_or(0);
+        let numel: u64 = t["shape"]
+            .as_array()
+            .map(|s| s.iter().filter_map(Value::as_u64).product())
+            .unwrap_or(0);
         *out.entry(dtype).or_default() += numel;
     }
     out.into_iter().collect()
@@ -332,7 +360,11 @@ impl FakeHub {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(FakeHub { addr, state, server })
+        Ok(FakeHub {
+            addr,
+            state,
+            server,
+        })
     }
 
     /// `http://127.0.0.1:PORT`, for `HF_ENDPOINT`.
@@ -347,13 +379,22 @@ impl FakeHub {
     /// Serves `repo` (replacing one of the same id); returns its commit.
     pub fn add_repo(&self, repo: FakeRepo) -> String {
         let commit = repo.commit.clone();
-        self.state.repos.lock().expect("repos lock").insert(repo.id.clone(), repo);
+        self.state
+            .repos
+            .lock()
+            .expect("repos lock")
+            .insert(repo.id.clone(), repo);
         commit
     }
 
     /// A copy of a served repo.
     pub fn repo(&self, id: &str) -> Option<FakeRepo> {
-        self.state.repos.lock().expect("repos lock").get(id).cloned()
+        self.state
+            .repos
+            .lock()
+            .expect("repos lock")
+            .get(id)
+            .cloned()
     }
 
     /// Changes a served repo's per-connection throttle.
@@ -382,7 +423,11 @@ impl FakeHub {
 
     /// Adds a token: `access` says whether it may read gated repos.
     pub fn add_token(&self, token: &str, access: bool) {
-        self.state.tokens.lock().expect("tokens lock").insert(token.to_string(), access);
+        self.state
+            .tokens
+            .lock()
+            .expect("tokens lock")
+            .insert(token.to_string(), access);
     }
 
     pub fn stats(&self) -> &HubStats {
@@ -393,70 +438,136 @@ impl FakeHub {
 fn error(status: StatusCode, code: Option<&str>, message: &str) -> Response {
     let mut resp = (status, axum::Json(json!({"error": message}))).into_response();
     if let Some(code) = code {
-        resp.headers_mut().insert("x-error-code", HeaderValue::from_str(code).expect("ascii code"));
+        resp.headers_mut().insert(
+            "x-error-code",
+            HeaderValue::from_str(code).expect("ascii code"),
+        );
     }
-    resp.headers_mut()
-        .insert("x-error-message", HeaderValue::from_str(message).unwrap_or(HeaderValue::from_static("error")));
+    resp.headers_mut().insert(
+        "x-error-message",
+        HeaderValue::from_str(message).unwrap_or(HeaderValue::from_static("error")),
+    );
     resp
 }
 
 fn decode(seg: &str) -> String {
-    percent_encoding::percent_decode_str(seg).decode_utf8_lossy().to_string()
+    percent_encoding::percent_decode_str(seg)
+        .decode_utf8_lossy()
+        .to_string()
 }
 
 /// `None`: no token; `Some(None)`: a token the Hub rejects; `Some(Some(access))`: valid.
 fn token_of(state: &HubState, headers: &HeaderMap) -> Option<Option<bool>> {
     let raw = headers.get("authorization")?.to_str().ok()?;
     let token = raw.strip_prefix("Bearer ").unwrap_or(raw).trim();
-    Some(state.tokens.lock().expect("tokens lock").get(token).copied())
+    Some(
+        state
+            .tokens
+            .lock()
+            .expect("tokens lock")
+            .get(token)
+            .copied(),
+    )
 }
 
-async fn handle(State(state): State<Arc<HubState>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn handle(
+    State(state): State<Arc<HubState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     state.stats.requests.fetch_add(1, Ordering::SeqCst);
     {
         let mut f = state.faults.lock().expect("faults lock");
         if f.fail_next > 0 {
             f.fail_next -= 1;
-            return error(StatusCode::SERVICE_UNAVAILABLE, None, "Service temporarily unavailable");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "Service temporarily unavailable",
+            );
         }
     }
-    let segs: Vec<String> = uri.path().trim_start_matches('/').split('/').map(decode).collect();
+    let segs: Vec<String> = uri
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .map(decode)
+        .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     if let ["cdn", owner, name, sha] = segs.as_slice() {
         if headers.contains_key("authorization") {
-            state.stats.cdn_requests_with_auth.fetch_add(1, Ordering::SeqCst);
+            state
+                .stats
+                .cdn_requests_with_auth
+                .fetch_add(1, Ordering::SeqCst);
         }
         return cdn(&state, &format!("{owner}/{name}"), sha, &method, &headers);
     }
     let token = token_of(&state, &headers);
     if matches!(token, Some(None)) {
         // A token the Hub rejects: 401 without an error code, whatever the repo.
-        return error(StatusCode::UNAUTHORIZED, None, "Invalid credentials in Authorization header");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            None,
+            "Invalid credentials in Authorization header",
+        );
     }
     let access = matches!(token, Some(Some(true)));
     let has_token = token.is_some();
     match segs.as_slice() {
-        ["api", "models", owner, name, "revision", rev] => metadata(&state, &format!("{owner}/{name}"), rev, has_token),
-        ["api", "models", owner, name] => metadata(&state, &format!("{owner}/{name}"), "main", has_token),
+        ["api", "models", owner, name, "revision", rev] => {
+            metadata(&state, &format!("{owner}/{name}"), rev, has_token)
+        }
+        ["api", "models", owner, name] => {
+            metadata(&state, &format!("{owner}/{name}"), "main", has_token)
+        }
         [owner, name, "resolve", rev, path @ ..] if !path.is_empty() => {
             let repo_id = format!("{owner}/{name}");
-            resolve(&state, &repo_id, rev, &path.join("/"), &method, &headers, has_token, access)
+            resolve(
+                &state,
+                &repo_id,
+                rev,
+                &path.join("/"),
+                &method,
+                &headers,
+                has_token,
+                access,
+            )
         }
         _ => error(StatusCode::NOT_FOUND, None, "Not found"),
     }
 }
 
-fn find_repo(state: &HubState, id: &str, rev: &str, has_token: bool) -> Result<FakeRepo, Response> {
+/// The repo at `rev`, or the Hub's error answer (boxed: a response is large).
+fn find_repo(
+    state: &HubState,
+    id: &str,
+    rev: &str,
+    has_token: bool,
+) -> Result<FakeRepo, Box<Response>> {
     let repo = state.repos.lock().expect("repos lock").get(id).cloned();
     let Some(repo) = repo else {
-        return Err(if has_token {
-            error(StatusCode::NOT_FOUND, Some("RepoNotFound"), "Repository not found")
+        return Err(Box::new(if has_token {
+            error(
+                StatusCode::NOT_FOUND,
+                Some("RepoNotFound"),
+                "Repository not found",
+            )
         } else {
-            error(StatusCode::UNAUTHORIZED, Some("RepoNotFound"), "Repository not found")
-        });
+            error(
+                StatusCode::UNAUTHORIZED,
+                Some("RepoNotFound"),
+                "Repository not found",
+            )
+        }));
     };
     if rev != "main" && rev != repo.commit {
-        return Err(error(StatusCode::NOT_FOUND, Some("RevisionNotFound"), &format!("Invalid rev id: {rev}")));
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            Some("RevisionNotFound"),
+            &format!("Invalid rev id: {rev}"),
+        )));
     }
     Ok(repo)
 }
@@ -464,7 +575,7 @@ fn find_repo(state: &HubState, id: &str, rev: &str, has_token: bool) -> Result<F
 fn metadata(state: &HubState, id: &str, rev: &str, has_token: bool) -> Response {
     match find_repo(state, id, rev, has_token) {
         Ok(repo) => axum::Json(repo.metadata()).into_response(),
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
@@ -481,38 +592,71 @@ fn resolve(
 ) -> Response {
     let repo = match find_repo(state, id, rev, has_token) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     if repo.gated && !access {
-        let msg = format!("Access to model {id} is restricted. You must have access to it and be authenticated.");
-        let status = if has_token { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+        let msg = format!(
+            "Access to model {id} is restricted. You must have access to it and be authenticated."
+        );
+        let status = if has_token {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
         return error(status, Some("GatedRepo"), &msg);
     }
     let Some(file) = repo.files.get(path).cloned() else {
-        return error(StatusCode::NOT_FOUND, Some("EntryNotFound"), &format!("{path} does not exist"));
+        return error(
+            StatusCode::NOT_FOUND,
+            Some("EntryNotFound"),
+            &format!("{path} does not exist"),
+        );
     };
     if file.lfs {
         let location = format!("http://localhost:{}/cdn/{id}/{}", state.port, file.sha256);
         let mut resp = Response::new(Body::empty());
         *resp.status_mut() = StatusCode::FOUND;
         let h = resp.headers_mut();
-        h.insert("location", HeaderValue::from_str(&location).expect("ascii URL"));
-        h.insert("x-linked-etag", HeaderValue::from_str(&format!("\"{}\"", file.sha256)).expect("hex"));
+        h.insert(
+            "location",
+            HeaderValue::from_str(&location).expect("ascii URL"),
+        );
+        h.insert(
+            "x-linked-etag",
+            HeaderValue::from_str(&format!("\"{}\"", file.sha256)).expect("hex"),
+        );
         h.insert("x-linked-size", HeaderValue::from(file.bytes.len() as u64));
-        h.insert("etag", HeaderValue::from_str(&format!("\"{}\"", file.sha256)).expect("hex"));
-        h.insert("x-repo-commit", HeaderValue::from_str(&repo.commit).expect("hex"));
+        h.insert(
+            "etag",
+            HeaderValue::from_str(&format!("\"{}\"", file.sha256)).expect("hex"),
+        );
+        h.insert(
+            "x-repo-commit",
+            HeaderValue::from_str(&repo.commit).expect("hex"),
+        );
         return resp;
     }
     let mut resp = serve(state, &repo, path, &file, method, headers);
     let h = resp.headers_mut();
-    h.insert("etag", HeaderValue::from_str(&format!("\"{}\"", file.git_sha1)).expect("hex"));
-    h.insert("x-repo-commit", HeaderValue::from_str(&repo.commit).expect("hex"));
+    h.insert(
+        "etag",
+        HeaderValue::from_str(&format!("\"{}\"", file.git_sha1)).expect("hex"),
+    );
+    h.insert(
+        "x-repo-commit",
+        HeaderValue::from_str(&repo.commit).expect("hex"),
+    );
     resp
 }
 
 fn cdn(state: &HubState, id: &str, sha: &str, method: &Method, headers: &HeaderMap) -> Response {
     let repo = state.repos.lock().expect("repos lock").get(id).cloned();
-    let found = repo.as_ref().and_then(|r| r.files.iter().find(|(_, f)| f.lfs && f.sha256 == sha).map(|(p, f)| (p.clone(), f.clone())));
+    let found = repo.as_ref().and_then(|r| {
+        r.files
+            .iter()
+            .find(|(_, f)| f.lfs && f.sha256 == sha)
+            .map(|(p, f)| (p.clone(), f.clone()))
+    });
     match (repo, found) {
         (Some(repo), Some((path, file))) => serve(state, &repo, &path, &file, method, headers),
         _ => error(StatusCode::NOT_FOUND, None, "NoSuchKey"),
@@ -520,7 +664,14 @@ fn cdn(state: &HubState, id: &str, sha: &str, method: &Method, headers: &HeaderM
 }
 
 /// Serves a file's bytes: Range, throttle, dropped connections, counters.
-fn serve(state: &HubState, repo: &FakeRepo, path: &str, file: &FakeFile, method: &Method, headers: &HeaderMap) -> Response {
+fn serve(
+    state: &HubState,
+    repo: &FakeRepo,
+    path: &str,
+    file: &FakeFile,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response {
     let total = file.served.len() as u64;
     let range = headers
         .get("range")
@@ -529,13 +680,24 @@ fn serve(state: &HubState, repo: &FakeRepo, path: &str, file: &FakeFile, method:
         .and_then(|v| {
             let (a, b) = v.split_once('-')?;
             let start: u64 = a.trim().parse().ok()?;
-            let end: u64 = if b.trim().is_empty() { total.saturating_sub(1) } else { b.trim().parse().ok()? };
+            let end: u64 = if b.trim().is_empty() {
+                total.saturating_sub(1)
+            } else {
+                b.trim().parse().ok()?
+            };
             Some((start, end.min(total.saturating_sub(1))))
         });
     let (start, end, status) = match range {
         Some((s, _)) if s >= total && total > 0 => {
-            let mut r = error(StatusCode::RANGE_NOT_SATISFIABLE, None, "Range not satisfiable");
-            r.headers_mut().insert("content-range", HeaderValue::from_str(&format!("bytes */{total}")).expect("ascii"));
+            let mut r = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                None,
+                "Range not satisfiable",
+            );
+            r.headers_mut().insert(
+                "content-range",
+                HeaderValue::from_str(&format!("bytes */{total}")).expect("ascii"),
+            );
             return r;
         }
         Some((s, e)) if s <= e => (s, e + 1, StatusCode::PARTIAL_CONTENT),
@@ -547,13 +709,21 @@ fn serve(state: &HubState, repo: &FakeRepo, path: &str, file: &FakeFile, method:
         .header("accept-ranges", "bytes")
         .header("content-type", "application/octet-stream");
     if status == StatusCode::PARTIAL_CONTENT {
-        builder = builder.header("content-range", format!("bytes {start}-{}/{total}", end - 1));
+        builder = builder.header(
+            "content-range",
+            format!("bytes {start}-{}/{total}", end - 1),
+        );
     }
     if method == Method::HEAD {
         return builder.body(Body::empty()).expect("valid response");
     }
     if range.is_some() {
-        state.stats.ranges.lock().expect("stats lock").push((path.to_string(), start));
+        state
+            .stats
+            .ranges
+            .lock()
+            .expect("stats lock")
+            .push((path.to_string(), start));
     }
     let (throttle, drop_after) = {
         let mut f = state.faults.lock().expect("faults lock");
@@ -577,7 +747,9 @@ fn serve(state: &HubState, repo: &FakeRepo, path: &str, file: &FakeFile, method:
         sleeping: None,
     };
     state.stats.open_transfers.fetch_add(1, Ordering::SeqCst);
-    builder.body(Body::from_stream(stream)).expect("valid response")
+    builder
+        .body(Body::from_stream(stream))
+        .expect("valid response")
 }
 
 /// A file body being sent; counts itself open until dropped.
@@ -600,7 +772,10 @@ impl Drop for Transfer {
 impl futures::Stream for Transfer {
     type Item = io::Result<Bytes>;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
         let this = &mut *self;
         if this.pos >= this.data.len() {
@@ -608,7 +783,10 @@ impl futures::Stream for Transfer {
         }
         if let Some(limit) = this.drop_after {
             if this.pos as u64 >= limit {
-                return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::ConnectionReset, "fault: connection dropped"))));
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "fault: connection dropped",
+                ))));
             }
         }
         let mut n = match this.throttle {
