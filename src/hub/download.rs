@@ -171,6 +171,8 @@ impl Sidecar {
 
 /// How often the finished ranges are written down while bytes arrive.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// Bytes received are written (and counted in the progress) at least this often.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 impl Transfer {
     /// Writes the sidecar; the lock is held while writing, so a newer list is never
@@ -555,6 +557,8 @@ impl Downloader {
         let cap = self.options.write_buffer.max(64 << 10);
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batched = 0usize;
+        // A slow connection still shows progress: a batch is also written after this long.
+        let mut flushed = std::time::Instant::now();
         let mut result = Ok(());
         while *pos + (batched as u64) < end {
             let chunk = tokio::select! {
@@ -584,8 +588,9 @@ impl Downloader {
                     chunk.truncate(room);
                     batched += chunk.len();
                     batch.push(chunk);
-                    if batched >= cap {
+                    if batched >= cap || flushed.elapsed() >= FLUSH_EVERY {
                         batched = 0;
+                        flushed = std::time::Instant::now();
                         self.write(t, pos, std::mem::take(&mut batch)).await?;
                     }
                 }

@@ -329,6 +329,21 @@ async function run(uiBase) {
     await form.getByRole("button", { name: "Download", exact: true }).click();
     await waitStatus(SLOW, "downloading", 30000);
     await card(SLOW).getByTestId("download-progress").waitFor();
+    // The bar moves with live events: two distinct, growing percentages above 0.
+    const percent = card(SLOW).getByTestId("download-percent");
+    const readPercent = async () => parseInt((await percent.textContent()) ?? "0", 10);
+    const deadline = Date.now() + 30000;
+    let first = 0;
+    while ((first = await readPercent()) <= 0) {
+      expect(Date.now() < deadline, "the download percent never rose above 0");
+      await page.waitForTimeout(100);
+    }
+    let second = first;
+    while ((second = await readPercent()) <= first) {
+      expect(Date.now() < deadline, `the download percent stayed at ${first}%`);
+      await page.waitForTimeout(100);
+    }
+    log(`progress moved ${first}% -> ${second}%`);
     await shot("slow-download-in-progress");
     await card(SLOW).getByRole("button", { name: "Cancel", exact: true }).click();
     await waitStatus(SLOW, "error", 30000);
@@ -340,9 +355,10 @@ async function run(uiBase) {
   await step("gated-without-token-shows-toast", async () => {
     await page.locator('[data-testid="toast"] button').evaluateAll((buttons) => buttons.forEach((b) => b.click()));
     const form = await fillRepo(GATED);
+    // As on the real Hub, a gated repo's metadata is public: the preview says it is gated.
     await form.getByRole("button", { name: "Preview", exact: true }).click();
-    await page.getByRole("alert").filter({ hasText: /gated/i }).first().waitFor({ timeout: 30000 });
-    await page.locator('[data-testid="toast"] button').evaluateAll((buttons) => buttons.forEach((b) => b.click()));
+    await page.getByTestId("preview-card").filter({ hasText: /gated/i }).waitFor({ timeout: 30000 });
+    // Its files are not: the download is refused at once with the server's message.
     await form.getByRole("button", { name: "Download", exact: true }).click();
     await page.getByRole("alert").filter({ hasText: /gated/i }).first().waitFor({ timeout: 30000 });
     expect((await card(GATED).count()) === 0, "a record was created for a refused gated download");
