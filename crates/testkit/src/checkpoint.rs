@@ -84,7 +84,7 @@ impl TinyLlama {
         self
     }
 
-    /// A model of roughly `bytes` of weights (for benchmarks), Llama-like proportions.
+    /// A model of at least `bytes` of weights (for benchmarks), Llama-like proportions.
     pub fn with_weight_bytes(bytes: u64, dtype: WeightDtype) -> Self {
         let elem = match dtype {
             WeightDtype::F32 => 4,
@@ -95,7 +95,8 @@ impl TinyLlama {
         let vocab = 32000usize;
         let per_layer = (4 * hidden * hidden + 3 * hidden * intermediate) as u64 * elem;
         let fixed = (2 * vocab * hidden) as u64 * elem;
-        let layers = (bytes.saturating_sub(fixed) / per_layer).max(1) as usize;
+        // Enough layers that the weights reach at least `bytes`.
+        let layers = bytes.saturating_sub(fixed).div_ceil(per_layer).max(1) as usize;
         TinyLlama {
             hidden,
             intermediate,
