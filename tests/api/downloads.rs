@@ -179,12 +179,11 @@ async fn preview_reports_every_field_without_downloading_weights() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn download_fills_the_python_cache_layout() {
+async fn download_fills_the_python_cache_layout(db: Db) {
     let (repo, _dir) = tiny_repo("test-org/tiny-llama", 2);
     let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
     let hub = hub_with(vec![repo.clone()]).await;
-    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    let app = spawn_app_with_hub(db, &hub.endpoint()).await;
 
     let r = app
         .post("/api/models", download_body("test-org/tiny-llama"))
@@ -492,12 +491,11 @@ async fn transient_hub_failures_are_retried_then_reported() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_mid_download_resumes_and_finishes() {
+async fn a_restart_mid_download_resumes_and_finishes(db: Db) {
     let (repo, _dir) = tiny_repo("test-org/slow-llama", 8);
     let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
     let hub = hub_with(vec![repo.throttled(1 << 20)]).await;
-    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    let app = spawn_app_with_hub(db, &hub.endpoint()).await;
     let r = app
         .post("/api/models", download_body("test-org/slow-llama"))
         .await;
@@ -528,11 +526,10 @@ async fn a_restart_mid_download_resumes_and_finishes() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_stops_the_transfer_and_removes_partial_files() {
+async fn cancel_stops_the_transfer_and_removes_partial_files(db: Db) {
     let (repo, _dir) = tiny_repo("test-org/slow-llama", 9);
     let hub = hub_with(vec![repo.throttled(512 << 10)]).await;
-    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    let app = spawn_app_with_hub(db, &hub.endpoint()).await;
     let r = app
         .post("/api/models", download_body("test-org/slow-llama"))
         .await;
@@ -648,12 +645,11 @@ async fn ten_concurrent_downloads_finish_with_correct_bytes() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_keeps_blobs_another_quantization_uses() {
+async fn delete_keeps_blobs_another_quantization_uses(db: Db) {
     let (repo, _dir) = tiny_repo("test-org/tiny-llama", 11);
     let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
     let hub = hub_with(vec![repo.clone()]).await;
-    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    let app = spawn_app_with_hub(db, &hub.endpoint()).await;
     let a = app.post("/api/models", json!({"source": "huggingface", "repo_id": "test-org/tiny-llama", "quantization": "Q4"})).await;
     let a = a.data()["id"].as_i64().unwrap();
     wait_status(&app, a, "ready").await;
@@ -777,3 +773,181 @@ async fn parallel_ranges_resume_from_the_sidecar_with_a_correct_sha256() {
     assert!(!cache.incomplete(&sha).exists() && !cache.ranges(&sha).exists());
     assert!(hub.stats().ranges.lock().unwrap().len() > 8, "many ranges");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_is_retried_and_the_download_finishes() {
+    let data: Vec<u8> = (0..(3u32 << 20))
+        .map(|i| (i.wrapping_mul(40503) >> 7) as u8)
+        .collect();
+    let repo = FakeRepo::new("test-org/stall").file("model.safetensors", data);
+    let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
+    let hub = hub_with(vec![repo.clone()]).await;
+    // The first transfer goes silent after 1 MiB but keeps its connection open.
+    hub.stall_next_transfers(1, 1 << 20);
+    let client = HubClient::new(&hub.endpoint()).unwrap();
+    let repo_id = millm::domain::RepoId::parse("test-org/stall").unwrap();
+    let head = client
+        .head(&repo_id, "main", "model.safetensors", None)
+        .await
+        .unwrap();
+    let plan = FilePlan {
+        path: "model.safetensors".into(),
+        size: head.size.unwrap(),
+        identity: head.identity.clone(),
+        url: head.url.to_string(),
+        lfs: true,
+    };
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = RepoCache::new(cache_dir.path(), &repo_id);
+    let options = DownloadOptions {
+        connections_per_file: 1,
+        stall_timeout: Duration::from_millis(700),
+        backoff: Duration::from_millis(50),
+        ..DownloadOptions::default()
+    };
+    let d = Downloader::new(
+        client,
+        cache.clone(),
+        options,
+        None,
+        CancellationToken::new(),
+        BlobLocks::default(),
+        ErrorContext::new(&repo_id, "main", None, false),
+    );
+    let started = Instant::now();
+    d.download_all(&repo.commit, &[plan])
+        .await
+        .expect("the stall is retried");
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "it waited out the stall"
+    );
+    let bytes = std::fs::read(cache.blob(&sha)).unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), sha);
+    // The retry resumed after the bytes that had arrived, with Range.
+    let ranges = hub.stats().resumed_ranges("model.safetensors");
+    assert!(
+        ranges.iter().any(|&start| start >= 1 << 20),
+        "resumed ranges: {ranges:?}"
+    );
+}
+
+/// A 4 MiB tmpfs, unmounted when dropped (the test command runs as root, as CI does).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: PathBuf) -> SmallDisk {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(&at)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "mounting a small tmpfs needs root: run the tests with `bash scripts/test.sh` as root"
+        );
+        SmallDisk(at)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_larger_than_free_disk_is_refused_at_once() {
+    let (repo, _dir) = tiny_repo("test-org/too-big", 5);
+    let hub = hub_with(vec![repo]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(dir.path().join("small-cache"));
+    let mut settings = crate::support::test_settings(Db::Sqlite, dir.path()).await;
+    settings.hf_endpoint = hub.endpoint();
+    settings.model_cache_dir = Some(disk.0.clone());
+    let app = spawn_with(settings, dir).await;
+    let r = app
+        .post("/api/models", download_body("test-org/too-big"))
+        .await;
+    assert_eq!(r.status, 507, "{}", r.body);
+    assert_eq!(r.code(), "INSUFFICIENT_DISK");
+    let details = &r.body["error"]["details"];
+    assert!(details["required_mb"].as_u64().unwrap() > details["available_mb"].as_u64().unwrap());
+    assert!(details["available_mb"].as_u64().unwrap() <= 4);
+    assert_eq!(
+        app.get("/api/models")
+            .await
+            .data()
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "no record"
+    );
+    app.stop().await;
+    drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_gated_download_resumes_only_with_a_token() {
+    let (repo, _dir) = tiny_repo("test-org/gated-slow", 12);
+    let hub = hub_with(vec![repo.gated().throttled(1 << 20)]).await;
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    let body =
+        json!({"source": "huggingface", "repo_id": "test-org/gated-slow", "hf_token": GOOD_TOKEN});
+    let r = app.post("/api/models", body).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.data()["id"].as_i64().unwrap();
+    wait_for(&app, id, "transferring", |m| {
+        m["downloaded_bytes"].as_i64().unwrap_or(0) > 1 << 20
+    })
+    .await;
+
+    // Restart without HF_TOKEN: the token was never stored, so the download waits in error.
+    let (settings, dir) = app.stop_keeping_data().await;
+    hub.set_repo_throttle("test-org/gated-slow", None);
+    let app = spawn_with(settings.clone(), dir).await;
+    let m = wait_status(&app, id, "error").await;
+    let message = m["error_message"].as_str().unwrap();
+    assert!(message.to_lowercase().contains("token"), "{message}");
+    // A retry with a token finishes it.
+    let r = app
+        .post(
+            &format!("/api/models/{id}/retry"),
+            json!({"hf_token": GOOD_TOKEN}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_status(&app, id, "ready").await;
+    app.stop().await;
+
+    // With HF_TOKEN set, an interrupted gated download resumes by itself.
+    let (repo2, _dir2) = tiny_repo("test-org/gated-slow-2", 13);
+    hub.add_repo(repo2.gated().throttled(1 << 20));
+    let mut settings = settings;
+    settings.hf_token = Some(millm::config::Secret::new(GOOD_TOKEN));
+    let app = spawn_with(settings, tempfile::tempdir().unwrap()).await;
+    let r = app
+        .post("/api/models", download_body("test-org/gated-slow-2"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id2 = r.data()["id"].as_i64().unwrap();
+    wait_for(&app, id2, "transferring", |m| {
+        m["downloaded_bytes"].as_i64().unwrap_or(0) > 1 << 20
+    })
+    .await;
+    let (settings, dir) = app.stop_keeping_data().await;
+    hub.set_repo_throttle("test-org/gated-slow-2", None);
+    let app = spawn_with(settings, dir).await;
+    wait_status(&app, id2, "ready").await;
+    app.stop().await;
+}
+
+crate::on_both_databases!(
+    download_fills_the_python_cache_layout,
+    cancel_stops_the_transfer_and_removes_partial_files,
+    a_restart_mid_download_resumes_and_finishes,
+    delete_keeps_blobs_another_quantization_uses,
+);

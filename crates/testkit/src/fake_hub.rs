@@ -317,6 +317,8 @@ struct Faults {
     fail_next: u64,
     drop_next: u64,
     drop_after: u64,
+    stall_next: u64,
+    stall_after: u64,
     throttle_bps: Option<u64>,
 }
 
@@ -415,6 +417,14 @@ impl FakeHub {
     }
 
     /// The next `count` file transfers drop their connection after `after_bytes` bytes.
+    /// The next `count` transfers longer than `after_bytes` go silent after that many bytes,
+    /// keeping the connection open (a stalled connection).
+    pub fn stall_next_transfers(&self, count: u64, after_bytes: u64) {
+        let mut f = self.state.faults.lock().expect("faults lock");
+        f.stall_next = count;
+        f.stall_after = after_bytes;
+    }
+
     pub fn drop_next_transfers(&self, count: u64, after_bytes: u64) {
         let mut f = self.state.faults.lock().expect("faults lock");
         f.drop_next = count;
@@ -725,8 +735,14 @@ fn serve(
             .expect("stats lock")
             .push((path.to_string(), start));
     }
-    let (throttle, drop_after) = {
+    let (throttle, drop_after, stall_after) = {
         let mut f = state.faults.lock().expect("faults lock");
+        let stall_after = if f.stall_next > 0 && end - start > f.stall_after {
+            f.stall_next -= 1;
+            Some(f.stall_after)
+        } else {
+            None
+        };
         // Only a transfer long enough to be cut counts against the fault.
         let drop_after = if f.drop_next > 0 && end - start > f.drop_after {
             f.drop_next -= 1;
@@ -734,7 +750,11 @@ fn serve(
         } else {
             None
         };
-        (repo.throttle_bps.or(f.throttle_bps), drop_after)
+        (
+            repo.throttle_bps.or(f.throttle_bps),
+            drop_after,
+            stall_after,
+        )
     };
     state.stats.transfers_started.fetch_add(1, Ordering::SeqCst);
     let stream = Transfer {
@@ -742,6 +762,7 @@ fn serve(
         pos: 0,
         throttle,
         drop_after,
+        stall_after,
         began: Instant::now(),
         stats: state.stats.clone(),
         sleeping: None,
@@ -758,6 +779,7 @@ struct Transfer {
     pos: usize,
     throttle: Option<u64>,
     drop_after: Option<u64>,
+    stall_after: Option<u64>,
     began: Instant,
     stats: Arc<HubStats>,
     sleeping: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
@@ -789,12 +811,18 @@ impl futures::Stream for Transfer {
                 ))));
             }
         }
+        if let Some(limit) = this.stall_after {
+            if this.pos as u64 >= limit {
+                // Silent but open: nothing wakes this stream again.
+                return Poll::Pending;
+            }
+        }
         let mut n = match this.throttle {
             Some(bps) => ((bps / 50) as usize).clamp(1024, 256 << 10),
             None => 256 << 10,
         };
         n = n.min(this.data.len() - this.pos);
-        if let Some(limit) = this.drop_after {
+        if let Some(limit) = this.drop_after.or(this.stall_after) {
             n = n.min((limit - this.pos as u64) as usize).max(1);
         }
         if let Some(bps) = this.throttle {
