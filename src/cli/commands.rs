@@ -134,6 +134,47 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 /// A Ctrl-C listener, installed before the work starts so the first Ctrl-C is ours.
+/// How following a job on the server ended.
+enum Followed {
+    Done,
+    Interrupted,
+}
+
+/// Shows a job's updates on `bar` until it is done, fails (the server's error) or Ctrl-C is
+/// pressed; the bar is finished and the event stream closed in every case.
+async fn follow_job(
+    mut bar: Bar,
+    mut follow: Follow,
+    interrupt: &mut Interrupt,
+    first: Update,
+) -> Result<Followed, Failure> {
+    let mut update = first;
+    let outcome = loop {
+        match update {
+            Update::Downloading { downloaded, total } => bar.bytes(downloaded, total),
+            Update::Loading { stage, progress } => bar.stage(&stage, progress),
+            Update::Done => break Ok(Followed::Done),
+            Update::Failed { code, message } => {
+                break Err(Failure::Error(ClientError::Api {
+                    status: 0,
+                    code,
+                    message,
+                }))
+            }
+        }
+        update = tokio::select! {
+            u = follow.next() => match u {
+                Ok(u) => u,
+                Err(e) => break Err(e.into()),
+            },
+            _ = interrupt.recv() => break Ok(Followed::Interrupted),
+        };
+    };
+    bar.finish();
+    follow.close().await;
+    outcome
+}
+
 struct Interrupt {
     #[cfg(unix)]
     signal: Option<tokio::signal::unix::Signal>,
@@ -251,44 +292,22 @@ async fn pull(
         note(&format!("following the download {}", follow.how()));
     }
     let started = std::time::Instant::now();
-    let mut bar = Bar::new(Job::Download, &model.name);
-    let mut update = super::progress::from_model(Job::Download, &model);
-    loop {
-        match update {
-            Update::Downloading { downloaded, total } => bar.bytes(downloaded, total),
-            Update::Done => break,
-            Update::Failed { code, message } => {
-                bar.finish();
-                follow.close().await;
-                return Err(Failure::Error(ClientError::Api {
-                    status: 0,
-                    code,
-                    message,
-                }));
-            }
-            Update::Loading { .. } => {}
+    let bar = Bar::new(Job::Download, &model.name);
+    let first = super::progress::from_model(Job::Download, &model);
+    if let Followed::Interrupted = follow_job(bar, follow, &mut interrupt, first).await? {
+        note(&format!(
+            "interrupted: cancelling the download of {} on the server",
+            model.name
+        ));
+        match client.cancel(model.id).await {
+            Ok(_) => note(&format!(
+                "cancelled; retry later with the web UI or `millm pull {repo}` after `millm rm {}`",
+                model.id
+            )),
+            Err(e) => note(&format!("could not cancel the download: {e}")),
         }
-        update = tokio::select! {
-            u = follow.next() => u?,
-            _ = interrupt.recv() => {
-                bar.finish();
-                follow.close().await;
-                note(&format!("interrupted: cancelling the download of {} on the server", model.name));
-                return match client.cancel(model.id).await {
-                    Ok(_) => {
-                        note(&format!("cancelled; retry later with the web UI or `millm pull {repo}` after `millm rm {}`", model.id));
-                        Err(Failure::Interrupted)
-                    }
-                    Err(e) => {
-                        note(&format!("could not cancel the download: {e}"));
-                        Err(Failure::Interrupted)
-                    }
-                };
-            }
-        };
+        return Err(Failure::Interrupted);
     }
-    bar.finish();
-    follow.close().await;
     let done = client.get(model.id).await?;
     println!(
         "Downloaded {} (id {}, {}) in {:.1}s. Load it with: millm load {}",
@@ -429,35 +448,12 @@ async fn load(client: &Client, wanted: &str, wait: bool) -> Outcome {
     let mut follow = Follow::start(client, Job::Load).await;
     follow.set_model(m.id);
     let started = client.load(m.id).await?;
-    let mut bar = Bar::new(Job::Load, &format!("loading {}", started.name));
-    let mut update = super::progress::from_model(Job::Load, &started);
-    loop {
-        match update {
-            Update::Loading { stage, progress } => bar.stage(&stage, progress),
-            Update::Done => break,
-            Update::Failed { code, message } => {
-                bar.finish();
-                follow.close().await;
-                return Err(Failure::Error(ClientError::Api {
-                    status: 0,
-                    code,
-                    message,
-                }));
-            }
-            Update::Downloading { .. } => {}
-        }
-        update = tokio::select! {
-            u = follow.next() => u?,
-            _ = interrupt.recv() => {
-                bar.finish();
-                follow.close().await;
-                note("interrupted: the load goes on on the server (unload it with `millm unload`)");
-                return Err(Failure::Interrupted);
-            }
-        };
+    let bar = Bar::new(Job::Load, &format!("loading {}", started.name));
+    let first = super::progress::from_model(Job::Load, &started);
+    if let Followed::Interrupted = follow_job(bar, follow, &mut interrupt, first).await? {
+        note("interrupted: the load goes on on the server (unload it with `millm unload`)");
+        return Err(Failure::Interrupted);
     }
-    bar.finish();
-    follow.close().await;
     let m = client.get(m.id).await?;
     println!(
         "Loaded {} (id {}) on {} as {}, holding {}.",
