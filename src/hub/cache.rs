@@ -4,10 +4,11 @@
 //! ```text
 //! {MODEL_CACHE_DIR}/models--{owner}--{name}/
 //!   blobs/{identity}                  the bytes
-//!   blobs/{identity}.incomplete       a download in progress
-//!   blobs/{identity}.incomplete.ranges  miLLM's list of finished byte ranges of it
+//!   blobs/{identity}.incomplete       a download in progress: always a prefix of the blob
 //!   snapshots/{commit}/{path}         relative symlink to ../../blobs/{identity}
 //!   refs/{revision}                   the commit, no trailing newline
+//! {MODEL_CACHE_DIR}/.locks/models--{owner}--{name}/{identity}.lock
+//!                                     `flock`ed by whoever writes that blob
 //! ```
 
 use std::io;
@@ -17,7 +18,8 @@ use super::select::check_name;
 use super::HubError;
 use crate::domain::RepoId;
 
-/// The sidecar that lists the finished ranges of an `.incomplete` file.
+/// The sidecar in which earlier miLLM versions listed the finished ranges of an `.incomplete`
+/// file; read once to resume such a file, then removed.
 pub const RANGES_SUFFIX: &str = ".incomplete.ranges";
 
 /// One repo's folder in the cache.
@@ -85,6 +87,16 @@ impl RepoCache {
 
     pub fn ranges(&self, identity: &str) -> PathBuf {
         self.blobs_dir().join(format!("{identity}{RANGES_SUFFIX}"))
+    }
+
+    /// The lock file the Python tools take while they write this blob.
+    pub fn lock_file(&self, identity: &str) -> PathBuf {
+        let folder = self.root.file_name().unwrap_or_default();
+        let cache_dir = self.root.parent().unwrap_or(&self.root);
+        cache_dir
+            .join(".locks")
+            .join(folder)
+            .join(format!("{identity}.lock"))
     }
 
     pub fn snapshot_dir(&self, commit: &str) -> PathBuf {

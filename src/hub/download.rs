@@ -1,26 +1,28 @@
-//! The resumable downloader: each file goes to `blobs/{identity}.incomplete` as parallel byte
-//! ranges over several connections (several files at once), written in place with positioned
-//! writes. A sidecar lists the finished ranges, so a retry or a restart asks only for what is
-//! missing. An LFS file's sha256 is computed while it arrives — in order, from the bytes in
-//! memory, or once from disk for ranges an earlier run finished — never as a second pass, and
-//! checked against the identity before the file is renamed into `blobs/`.
+//! The resumable downloader. Each file is fetched as parallel byte ranges over several
+//! connections (several files at once); the pieces are put back in order in memory and
+//! appended to `blobs/{identity}.incomplete` by one writer, so that file is always a true
+//! prefix of the blob: a retry or a restart resumes from its length with `Range`, exactly as
+//! the Python tools resume it (and the reverse). An LFS file's sha256 is computed from the same
+//! pieces as they are written — in order, from memory, or once from disk for a prefix an
+//! earlier run left — never as a second pass, and checked before the file is renamed into
+//! `blobs/`.
 //!
-//! Memory stays bounded: a range may only start within a window of the hashed prefix, so at
-//! most about `window_chunks × chunk_size` bytes wait in memory for the hasher.
+//! Memory stays bounded: a range may only start within a window past the written prefix, so at
+//! most about `window_chunks × chunk_size` bytes wait in memory.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{mpsc as std_mpsc, Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -41,7 +43,7 @@ pub struct DownloadOptions {
     pub max_connections: usize,
     /// Files fetched at once.
     pub parallel_files: usize,
-    /// Ranges that may run ahead of the hashed prefix (bounds memory).
+    /// How many chunks past the written prefix a range may start (bounds memory).
     pub window_chunks: u64,
     /// A connection that delivers nothing for this long is stalled and retried.
     pub stall_timeout: Duration,
@@ -49,8 +51,6 @@ pub struct DownloadOptions {
     pub attempts: u32,
     /// First back-off between attempts; each further one doubles.
     pub backoff: Duration,
-    /// Bytes gathered before one positioned write.
-    pub write_buffer: usize,
 }
 
 impl Default for DownloadOptions {
@@ -64,7 +64,6 @@ impl Default for DownloadOptions {
             stall_timeout: Duration::from_secs(30),
             attempts: 3,
             backoff: Duration::from_millis(500),
-            write_buffer: 4 << 20,
         }
     }
 }
@@ -118,70 +117,90 @@ pub struct Downloader {
     connections: Arc<Semaphore>,
 }
 
-/// The finished ranges of an `.incomplete` file, as its sidecar stores them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Sidecar {
-    identity: String,
-    size: u64,
-    /// Sorted, merged, half-open `[start, end)`.
-    done: Vec<(u64, u64)>,
+/// Pieces received out of order, waiting for the writer to reach them.
+struct Reorder {
+    state: Mutex<ReorderState>,
+    /// Wakes the writer when the piece it waits for arrives, or when the transfer ends.
+    ready: Condvar,
 }
 
-impl Sidecar {
-    fn add(&mut self, start: u64, end: u64) {
-        self.done.push((start, end));
-        self.done.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.done.len());
-        for (s, e) in self.done.drain(..) {
-            match merged.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => merged.push((s, e)),
-            }
-        }
-        self.done = merged;
-    }
-
-    fn done_bytes(&self) -> u64 {
-        self.done.iter().map(|(s, e)| e - s).sum()
-    }
-
-    /// The missing parts of `[0, size)`, cut into pieces of at most `chunk`.
-    fn missing(&self, chunk: u64) -> VecDeque<(u64, u64)> {
-        let mut out = VecDeque::new();
-        let mut cut = |mut s: u64, e: u64| {
-            while s < e {
-                let end = (s + chunk).min(e);
-                out.push_back((s, end));
-                s = end;
-            }
-        };
-        let mut pos = 0;
-        for &(s, e) in &self.done {
-            if s > pos {
-                cut(pos, s);
-            }
-            pos = pos.max(e);
-        }
-        if pos < self.size {
-            cut(pos, self.size);
-        }
-        out
-    }
+struct ReorderState {
+    /// The offset the writer takes next.
+    next: u64,
+    pending: BTreeMap<u64, Bytes>,
+    /// No more pieces will come: the writer writes what is contiguous and stops.
+    closed: bool,
 }
 
-/// How often the finished ranges are written down while bytes arrive.
-const PERSIST_EVERY: Duration = Duration::from_secs(1);
-/// Bytes received are written (and counted in the progress) at least this often.
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+impl Reorder {
+    fn new(next: u64) -> Self {
+        Reorder {
+            state: Mutex::new(ReorderState {
+                next,
+                pending: BTreeMap::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
 
-impl Transfer {
-    /// Writes the sidecar; the lock is held while writing, so a newer list is never
-    /// overwritten by an older one.
-    fn persist(&self) -> Result<(), HubError> {
-        let s = lock_ok(&self.sidecar);
-        write_sidecar(&self.sidecar_path, &s)?;
-        *lock_ok(&self.persisted) = Instant::now();
-        Ok(())
+    fn push(&self, offset: u64, piece: Bytes) {
+        let mut s = lock_ok(&self.state);
+        if s.closed {
+            return;
+        }
+        let wake = offset == s.next;
+        s.pending.insert(offset, piece);
+        drop(s);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    fn close(&self) {
+        lock_ok(&self.state).closed = true;
+        self.ready.notify_one();
+    }
+
+    /// The contiguous pieces from the writer's position on (at most about `limit` bytes),
+    /// waiting for the first one; empty once closed with nothing contiguous left.
+    fn take(&self, limit: usize) -> Vec<(u64, Bytes)> {
+        let mut s = lock_ok(&self.state);
+        loop {
+            let mut out = Vec::new();
+            let mut taken = 0usize;
+            while taken < limit {
+                let next = s.next;
+                // Drop anything wholly behind the writer (never expected), trim an overlap.
+                while let Some((&o, p)) = s.pending.first_key_value() {
+                    if o < next && o + p.len() as u64 <= next {
+                        s.pending.pop_first();
+                    } else {
+                        break;
+                    }
+                }
+                let Some((&o, _)) = s.pending.first_key_value() else {
+                    break;
+                };
+                if o > next {
+                    break;
+                }
+                let (o, mut p) = s.pending.pop_first().expect("checked above");
+                if o < next {
+                    p = p.slice((next - o) as usize..);
+                }
+                s.next += p.len() as u64;
+                taken += p.len();
+                out.push((next, p));
+            }
+            if !out.is_empty() || s.closed {
+                return out;
+            }
+            s = match self.ready.wait(s) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+        }
     }
 }
 
@@ -189,17 +208,20 @@ impl Transfer {
 struct Transfer {
     plan: FilePlan,
     url: Url,
-    file: Arc<File>,
-    sidecar: Mutex<Sidecar>,
-    sidecar_path: PathBuf,
-    /// When the sidecar was last written.
-    persisted: Mutex<Instant>,
+    /// Ranges not yet asked for, in file order.
     queue: Mutex<VecDeque<(u64, u64)>>,
-    /// Where hashed bytes go, if the file is hashed.
-    hasher: Option<mpsc::UnboundedSender<(u64, Bytes)>>,
-    /// How far the hasher has got.
-    hashed: watch::Receiver<u64>,
+    reorder: Arc<Reorder>,
+    /// How far the `.incomplete` file is written (and its bytes handed to the hasher).
+    written: watch::Receiver<u64>,
 }
+
+/// What the writer and the hasher threads return.
+type Finished = tokio::task::JoinHandle<Result<(u64, Option<String>), HubError>>;
+
+/// The pieces of the writer to go in `.incomplete` at once (one lock, several `pwrite`s).
+const WRITE_BATCH: usize = 8 << 20;
+/// Pieces in flight from the writer to the hasher.
+const HASH_QUEUE: usize = 32;
 
 impl Downloader {
     pub fn new(
@@ -225,7 +247,7 @@ impl Downloader {
         })
     }
 
-    /// Bytes of `plans` already in the cache (whole blobs and finished ranges).
+    /// Bytes of `plans` already in the cache (whole blobs and written prefixes).
     pub fn present_bytes(&self, plans: &[FilePlan]) -> u64 {
         plans
             .iter()
@@ -233,9 +255,11 @@ impl Downloader {
                 if self.cache.blob(&p.identity).is_file() {
                     p.size
                 } else {
-                    read_sidecar(&self.cache.ranges(&p.identity), p)
-                        .map(|s| s.done_bytes())
-                        .unwrap_or(0)
+                    resumable_prefix(
+                        &self.cache.incomplete(&p.identity),
+                        &self.cache.ranges(&p.identity),
+                        p.size,
+                    )
                 }
             })
             .sum()
@@ -302,6 +326,8 @@ impl Downloader {
             _ = cancel.cancelled() => return Err(HubError::Cancelled),
             g = lock.lock_owned() => g,
         };
+        // The Python tools' lock on the same blob: neither appends to a file the other writes.
+        let _shared = self.lock_shared(&plan.identity, cancel).await?;
         if blob.is_file() {
             self.progress
                 .downloaded
@@ -310,14 +336,13 @@ impl Downloader {
         }
         let me = self.clone();
         let p = plan.clone();
-        let transfer = tokio::task::spawn_blocking(move || me.open_transfer(p))
+        let (transfer, finished) = tokio::task::spawn_blocking(move || me.open_transfer(p))
             .await
             .map_err(|e| HubError::Failed(format!("opening the file failed: {e}")))??;
-        let (transfer, hasher) = transfer;
         let transfer = Arc::new(transfer);
         self.progress
             .downloaded
-            .fetch_add(lock_ok(&transfer.sidecar).done_bytes(), Ordering::Relaxed);
+            .fetch_add(*transfer.written.borrow(), Ordering::Relaxed);
 
         let file_cancel = cancel.child_token();
         let workers = self
@@ -333,29 +358,43 @@ impl Downloader {
             set.spawn(async move { me.worker(&t, &c).await });
         }
         let mut first_error = None;
-        while let Some(res) = set.join_next().await {
-            let res = res
-                .unwrap_or_else(|e| Err(HubError::Failed(format!("a transfer task failed: {e}"))));
-            if let Err(e) = res {
-                file_cancel.cancel();
-                first_error = Some(prefer(first_error, e));
+        let mut writer_gone = false;
+        loop {
+            tokio::select! {
+                res = set.join_next() => {
+                    let Some(res) = res else { break };
+                    let res = res.unwrap_or_else(|e| {
+                        Err(HubError::Failed(format!("a transfer task failed: {e}")))
+                    });
+                    if let Err(e) = res {
+                        file_cancel.cancel();
+                        first_error = Some(prefer(first_error, e));
+                    }
+                }
+                // The writer stopped early (a write error): the workers stop too.
+                _ = writer_stopped(&transfer.written), if !writer_gone => {
+                    writer_gone = true;
+                    file_cancel.cancel();
+                }
             }
         }
+        // What arrived in order is written for a resume; the rest is dropped.
+        transfer.reorder.close();
+        let (written, digest) = finished
+            .await
+            .map_err(|e| HubError::Failed(format!("writing failed: {e}")))??;
         if let Some(e) = first_error {
-            // The `.incomplete` file and its sidecar stay for a resume.
             return Err(e);
         }
         if cancel.is_cancelled() {
             return Err(HubError::Cancelled);
         }
-        let transfer = Arc::into_inner(transfer).expect("every worker has finished");
-        drop(transfer.hasher);
-        let digest = match hasher {
-            Some(h) => h
-                .await
-                .map_err(|e| HubError::Failed(format!("hashing failed: {e}")))??,
-            None => None,
-        };
+        if written != plan.size {
+            return Err(HubError::Failed(format!(
+                "{} stopped at byte {written} of {}",
+                plan.path, plan.size
+            )));
+        }
         let cache = self.cache.clone();
         let plan = plan.clone();
         tokio::task::spawn_blocking(move || finish(&cache, &plan, digest))
@@ -363,79 +402,79 @@ impl Downloader {
             .map_err(|e| HubError::Failed(format!("finishing the file failed: {e}")))?
     }
 
-    /// Opens (or resumes) the `.incomplete` file and starts its hasher.
-    #[allow(clippy::type_complexity)]
-    fn open_transfer(
+    /// Takes `.locks/models--{owner}--{name}/{identity}.lock` as the Python tools do (`flock`),
+    /// waiting while another process holds it.
+    async fn lock_shared(
         &self,
-        plan: FilePlan,
-    ) -> Result<
-        (
-            Transfer,
-            Option<tokio::task::JoinHandle<Result<Option<String>, HubError>>>,
-        ),
-        HubError,
-    > {
+        identity: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<File>, HubError> {
+        let path = self.cache.lock_file(identity);
+        loop {
+            let p = path.clone();
+            let taken = tokio::task::spawn_blocking(move || try_flock(&p))
+                .await
+                .map_err(|e| HubError::Failed(format!("locking failed: {e}")))??;
+            match taken {
+                FlockAttempt::Taken(f) => return Ok(Some(f)),
+                // A file system without locks: the in-process lock is all there is.
+                FlockAttempt::Unsupported => return Ok(None),
+                FlockAttempt::Busy => {
+                    tracing::info!(lock = %path.display(), "another process is downloading this file; waiting");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Err(HubError::Cancelled),
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens (or resumes) the `.incomplete` file and starts its writer and hasher threads.
+    fn open_transfer(&self, plan: FilePlan) -> Result<(Transfer, Finished), HubError> {
         std::fs::create_dir_all(self.cache.blobs_dir())?;
         let path = self.cache.incomplete(&plan.identity);
-        let sidecar_path = self.cache.ranges(&plan.identity);
+        let legacy = self.cache.ranges(&plan.identity);
+        let prefix = resumable_prefix(&path, &legacy, plan.size);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)?;
-        let len = file.metadata()?.len();
-        let sidecar = match read_sidecar(&sidecar_path, &plan) {
-            Some(s) if len <= plan.size => s,
-            _ => {
-                // No sidecar: a file another client wrote front to back (its length is its
-                // finished prefix), or ours from before any range finished.
-                let mut s = Sidecar {
-                    identity: plan.identity.clone(),
-                    size: plan.size,
-                    done: Vec::new(),
-                };
-                if len > plan.size {
-                    file.set_len(0)?;
-                } else if len > 0 && !sidecar_path.exists() {
-                    s.add(0, len);
-                }
-                s
-            }
-        };
-        // Written before any byte, so a later sparse write is never mistaken for a prefix.
-        write_sidecar(&sidecar_path, &sidecar)?;
-        let file = Arc::new(file);
-        let queue = sidecar.missing(self.options.chunk_size.max(1));
-        let hashed_on_disk = sidecar.done.clone();
+        if file.metadata()?.len() != prefix {
+            file.set_len(prefix)?;
+        }
+        if legacy.exists() {
+            std::fs::remove_file(&legacy)?;
+        }
+        let mut queue = VecDeque::new();
+        let chunk = self.options.chunk_size.max(1);
+        let mut s = prefix;
+        while s < plan.size {
+            let e = (s + chunk).min(plan.size);
+            queue.push_back((s, e));
+            s = e;
+        }
         let url =
             Url::parse(&plan.url).map_err(|e| HubError::Failed(format!("bad file URL: {e}")))?;
-        let (hashed_tx, hashed_rx) = watch::channel(0u64);
-        let (tx, hasher) = if plan.lfs && is_sha256(&plan.identity) {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let f = file.clone();
-            let size = plan.size;
-            let h = tokio::task::spawn_blocking(move || {
-                hash_in_order(f, size, hashed_on_disk, rx, hashed_tx)
-            });
-            (Some(tx), Some(h))
-        } else {
-            let _ = hashed_tx.send(u64::MAX / 2);
-            (None, None)
-        };
+        let reorder = Arc::new(Reorder::new(prefix));
+        let (written_tx, written_rx) = watch::channel(prefix);
+        let hashed = plan.lfs && is_sha256(&plan.identity);
+        let file = Arc::new(file);
+        let (r, size) = (reorder.clone(), plan.size);
+        let finished = tokio::task::spawn_blocking(move || {
+            write_in_order(file, prefix, size, hashed, &r, written_tx)
+        });
         Ok((
             Transfer {
                 plan,
                 url,
-                file,
-                sidecar: Mutex::new(sidecar),
-                sidecar_path,
-                persisted: Mutex::new(Instant::now()),
                 queue: Mutex::new(queue),
-                hasher: tx,
-                hashed: hashed_rx,
+                reorder,
+                written: written_rx,
             },
-            hasher,
+            finished,
         ))
     }
 
@@ -451,13 +490,13 @@ impl Downloader {
             let Some((start, end)) = next else {
                 return Ok(());
             };
-            // Stay within the window ahead of the hasher, so memory stays bounded.
-            let mut hashed = t.hashed.clone();
+            // Stay within the window past the written prefix, so memory stays bounded.
+            let mut written = t.written.clone();
             tokio::select! {
                 _ = cancel.cancelled() => return Err(HubError::Cancelled),
-                r = hashed.wait_for(|&h| start < h.saturating_add(window)) => {
+                r = written.wait_for(|&w| start < w.saturating_add(window)) => {
                     if r.is_err() {
-                        return Err(HubError::Failed("the hasher stopped".into()));
+                        return Err(HubError::Failed("the writer stopped".into()));
                     }
                 }
             }
@@ -465,14 +504,7 @@ impl Downloader {
                 _ = cancel.cancelled() => return Err(HubError::Cancelled),
                 p = self.connections.clone().acquire_owned() => p.map_err(|_| HubError::Cancelled)?,
             };
-            let fetched = self.fetch_range(t, start, end, cancel).await;
-            // Whatever happened, what was written is written down for a resume.
-            let t2 = t.clone();
-            let persisted = tokio::task::spawn_blocking(move || t2.persist())
-                .await
-                .map_err(|e| HubError::Failed(format!("recording progress failed: {e}")))?;
-            fetched?;
-            persisted?;
+            self.fetch_range(t, start, end, cancel).await?;
         }
     }
 
@@ -509,7 +541,8 @@ impl Downloader {
         }
     }
 
-    /// One request for `[pos, end)`, advancing `pos` past every byte written.
+    /// One request for `[pos, end)`, advancing `pos` past every byte received; the pieces go
+    /// to the writer as they arrive.
     async fn stream_once(
         &self,
         t: &Arc<Transfer>,
@@ -553,159 +586,195 @@ impl Downloader {
                 )))
             }
         }
-        // The body's own buffers are kept (no copy) until enough for one batch of writes.
-        let cap = self.options.write_buffer.max(64 << 10);
-        let mut batch: Vec<Bytes> = Vec::new();
-        let mut batched = 0usize;
-        // A slow connection still shows progress: a batch is also written after this long.
-        let mut flushed = std::time::Instant::now();
-        let mut result = Ok(());
-        while *pos + (batched as u64) < end {
+        while *pos < end {
             let chunk = tokio::select! {
-                _ = cancel.cancelled() => { result = Err(HubError::Cancelled); break }
+                _ = cancel.cancelled() => return Err(HubError::Cancelled),
                 r = tokio::time::timeout(stall, resp.chunk()) => r,
             };
             match chunk {
                 Err(_) => {
-                    result = Err(HubError::Transient(format!(
+                    return Err(HubError::Transient(format!(
                         "the connection stalled for {}s",
                         stall.as_secs()
-                    )));
-                    break;
+                    )))
                 }
-                Ok(Err(e)) => {
-                    result = Err(transport(e));
-                    break;
-                }
+                Ok(Err(e)) => return Err(transport(e)),
                 Ok(Ok(None)) => {
-                    result = Err(HubError::Transient(
+                    return Err(HubError::Transient(
                         "the server closed the connection early".into(),
-                    ));
-                    break;
+                    ))
                 }
                 Ok(Ok(Some(mut chunk))) => {
-                    let room = (end - *pos) as usize - batched;
-                    chunk.truncate(room);
-                    batched += chunk.len();
-                    batch.push(chunk);
-                    if batched >= cap || flushed.elapsed() >= FLUSH_EVERY {
-                        batched = 0;
-                        flushed = std::time::Instant::now();
-                        self.write(t, pos, std::mem::take(&mut batch)).await?;
-                    }
+                    chunk.truncate((end - *pos) as usize);
+                    let n = chunk.len() as u64;
+                    // What arrived before a fault is good: the next attempt resumes after it.
+                    t.reorder.push(*pos, chunk);
+                    *pos += n;
+                    self.progress.downloaded.fetch_add(n, Ordering::Relaxed);
+                    crate::metrics::download_bytes(n);
                 }
             }
         }
-        if matches!(result, Err(HubError::Cancelled)) {
-            return result;
-        }
-        // What arrived before a fault is good: keep it, and resume after it.
-        if !batch.is_empty() {
-            self.write(t, pos, batch).await?;
-        }
-        result
-    }
-
-    /// Writes `data` at `pos`, records it in the sidecar (so a restart resumes right after
-    /// it), hands it to the hasher, and counts it.
-    async fn write(
-        &self,
-        t: &Arc<Transfer>,
-        pos: &mut u64,
-        data: Vec<Bytes>,
-    ) -> Result<(), HubError> {
-        let offset = *pos;
-        let len: u64 = data.iter().map(|d| d.len() as u64).sum();
-        let t2 = t.clone();
-        let pieces = data.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), HubError> {
-            let mut at = offset;
-            for piece in &pieces {
-                t2.file.write_all_at(piece, at)?;
-                at += piece.len() as u64;
-            }
-            lock_ok(&t2.sidecar).add(offset, offset + len);
-            // Persisted at most about once a second here (and at every range's end), so a
-            // hard kill loses at most a second of transfer.
-            let due = lock_ok(&t2.persisted).elapsed() >= PERSIST_EVERY;
-            if due {
-                t2.persist()?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| HubError::Failed(format!("writing failed: {e}")))??;
-        if let Some(h) = &t.hasher {
-            let mut at = offset;
-            for piece in data {
-                let n = piece.len() as u64;
-                let _ = h.send((at, piece));
-                at += n;
-            }
-        }
-        *pos += len;
-        self.progress.downloaded.fetch_add(len, Ordering::Relaxed);
-        crate::metrics::download_bytes(len);
         Ok(())
     }
 }
 
-/// The hasher: consumes bytes in file order — from memory as they arrive, or from disk (once)
-/// for ranges an earlier run finished — and reports how far it got.
-fn hash_in_order(
+/// Resolves once the writer has stopped (it drops its end of `written`).
+async fn writer_stopped(written: &watch::Receiver<u64>) {
+    let mut w = written.clone();
+    while w.changed().await.is_ok() {}
+}
+
+/// The writer: appends the pieces in file order from `start`, hands each to the hasher, and
+/// publishes how far it got. Returns the bytes written in all and, when the file is hashed
+/// and complete, its sha256.
+fn write_in_order(
     file: Arc<File>,
+    start: u64,
     size: u64,
-    on_disk: Vec<(u64, u64)>,
-    mut rx: mpsc::UnboundedReceiver<(u64, Bytes)>,
-    hashed: watch::Sender<u64>,
-) -> Result<Option<String>, HubError> {
-    let mut sha = Sha256::new();
-    let mut next = 0u64;
-    let mut pending: BTreeMap<u64, Bytes> = BTreeMap::new();
-    let mut buf = vec![0u8; 4 << 20];
-    while next < size {
-        if let Some(&(_, e)) = on_disk.iter().find(|(s, e)| *s <= next && next < *e) {
-            while next < e {
-                let n = ((e - next) as usize).min(buf.len());
-                file.read_exact_at(&mut buf[..n], next)?;
-                sha.update(&buf[..n]);
-                next += n as u64;
+    hashed: bool,
+    reorder: &Reorder,
+    written: watch::Sender<u64>,
+) -> Result<(u64, Option<String>), HubError> {
+    let (tx, hasher) = if hashed {
+        let (tx, rx) = std_mpsc::sync_channel::<Bytes>(HASH_QUEUE);
+        let f = file.clone();
+        let h = std::thread::Builder::new()
+            .name("millm-sha256".into())
+            .spawn(move || hash_in_order(&f, start, size, rx))
+            .map_err(|e| HubError::Failed(format!("cannot start the hasher: {e}")))?;
+        (Some(tx), Some(h))
+    } else {
+        (None, None)
+    };
+    let mut pos = start;
+    let result = (|| -> Result<(), HubError> {
+        loop {
+            let pieces = reorder.take(WRITE_BATCH);
+            if pieces.is_empty() {
+                return Ok(());
             }
-            let _ = hashed.send(next);
-            continue;
-        }
-        if let Some(data) = pending.remove(&next) {
-            sha.update(&data);
-            next += data.len() as u64;
-            let _ = hashed.send(next);
-            continue;
-        }
-        match rx.blocking_recv() {
-            Some((offset, data)) => {
-                if offset >= next {
-                    pending.insert(offset, data);
-                } else if offset + data.len() as u64 > next {
-                    // Overlaps what is hashed (never expected): keep only the new part.
-                    let skip = (next - offset) as usize;
-                    pending.insert(next, data.slice(skip..));
+            for (offset, piece) in pieces {
+                debug_assert_eq!(offset, pos);
+                file.write_all_at(&piece, offset)?;
+                pos += piece.len() as u64;
+                if let Some(tx) = &tx {
+                    if tx.send(piece).is_err() {
+                        return Err(HubError::Failed("the hasher stopped".into()));
+                    }
                 }
             }
-            // The transfer stopped before the end (an error or a cancel).
-            None => return Ok(None),
+            let _ = written.send(pos);
         }
+    })();
+    // Nothing more will be taken: pieces still arriving are dropped.
+    reorder.close();
+    drop(tx);
+    let digest = match hasher {
+        Some(h) => h
+            .join()
+            .map_err(|_| HubError::Failed("the hasher failed".into()))??,
+        None => None,
+    };
+    result?;
+    Ok((pos, digest.filter(|_| pos == size)))
+}
+
+/// The hasher: the prefix an earlier run left is read once from disk, then every piece as the
+/// writer hands it over, in order. `None` when the transfer stopped before the end.
+fn hash_in_order(
+    file: &File,
+    prefix: u64,
+    size: u64,
+    rx: std_mpsc::Receiver<Bytes>,
+) -> Result<Option<String>, HubError> {
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut next = 0u64;
+    while next < prefix {
+        let n = ((prefix - next) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], next)?;
+        sha.update(&buf[..n]);
+        next += n as u64;
     }
-    Ok(Some(hex::encode(sha.finalize())))
+    drop(buf);
+    for piece in rx {
+        sha.update(&piece);
+        next += piece.len() as u64;
+    }
+    Ok((next == size).then(|| hex::encode(sha.finalize())))
+}
+
+/// The bytes of an `.incomplete` file a download can resume from: its length, or — for a
+/// file an earlier miLLM wrote with a ranges sidecar — the finished range at its start.
+fn resumable_prefix(incomplete: &Path, legacy_sidecar: &Path, size: u64) -> u64 {
+    let Ok(meta) = std::fs::metadata(incomplete) else {
+        return 0;
+    };
+    let len = meta.len();
+    if len > size {
+        return 0;
+    }
+    if !legacy_sidecar.exists() {
+        return len;
+    }
+    let done = std::fs::read(legacy_sidecar)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<LegacySidecar>(&t).ok())
+        .filter(|s| s.size == size)
+        .and_then(|s| s.done.first().copied())
+        .filter(|&(a, _)| a == 0)
+        .map(|(_, b)| b)
+        .unwrap_or(0);
+    done.min(len)
+}
+
+/// The ranges sidecar of earlier miLLM versions; only its first range is still used.
+#[derive(Deserialize)]
+struct LegacySidecar {
+    size: u64,
+    done: Vec<(u64, u64)>,
+}
+
+enum FlockAttempt {
+    Taken(File),
+    Busy,
+    Unsupported,
+}
+
+fn try_flock(path: &Path) -> Result<FlockAttempt, HubError> {
+    use std::os::fd::AsRawFd;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    // SAFETY: flock on a descriptor we own; it is released when the file is closed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(FlockAttempt::Taken(file));
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(FlockAttempt::Busy),
+        Some(libc::ENOLCK) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+            Ok(FlockAttempt::Unsupported)
+        }
+        _ => Err(err.into()),
+    }
 }
 
 /// Checks the digest and moves the finished file into `blobs/`; a mismatch deletes it.
 fn finish(cache: &RepoCache, plan: &FilePlan, digest: Option<String>) -> Result<(), HubError> {
     let incomplete = cache.incomplete(&plan.identity);
-    let sidecar = cache.ranges(&plan.identity);
     if plan.lfs && is_sha256(&plan.identity) {
         let actual = digest.unwrap_or_default();
         if !actual.eq_ignore_ascii_case(&plan.identity) {
             let _ = std::fs::remove_file(&incomplete);
-            let _ = std::fs::remove_file(&sidecar);
             return Err(HubError::Checksum {
                 path: plan.path.clone(),
                 expected: plan.identity.clone(),
@@ -716,32 +785,12 @@ fn finish(cache: &RepoCache, plan: &FilePlan, digest: Option<String>) -> Result<
     let len = std::fs::metadata(&incomplete)?.len();
     if len != plan.size {
         let _ = std::fs::remove_file(&incomplete);
-        let _ = std::fs::remove_file(&sidecar);
         return Err(HubError::Failed(format!(
             "{} has {len} bytes but the Hub announced {}",
             plan.path, plan.size
         )));
     }
     std::fs::rename(&incomplete, cache.blob(&plan.identity))?;
-    let _ = std::fs::remove_file(&sidecar);
-    Ok(())
-}
-
-fn read_sidecar(path: &std::path::Path, plan: &FilePlan) -> Option<Sidecar> {
-    let text = std::fs::read(path).ok()?;
-    let s: Sidecar = serde_json::from_slice(&text).ok()?;
-    (s.identity == plan.identity
-        && s.size == plan.size
-        && s.done.iter().all(|&(a, b)| a < b && b <= s.size))
-    .then_some(s)
-}
-
-fn write_sidecar(path: &std::path::Path, s: &Sidecar) -> Result<(), HubError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let text = serde_json::to_vec(s).map_err(|e| HubError::Failed(e.to_string()))?;
-    // One writer at a time: the blob lock and the sidecar's mutex; the rename makes it atomic.
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
     Ok(())
 }
 
@@ -765,42 +814,111 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sidecar_merges_and_lists_missing_ranges() {
-        let mut s = Sidecar {
-            identity: "x".into(),
-            size: 100,
-            done: vec![],
-        };
-        s.add(10, 20);
-        s.add(20, 30);
-        s.add(50, 60);
-        assert_eq!(s.done, vec![(10, 30), (50, 60)]);
-        assert_eq!(s.done_bytes(), 30);
-        let missing: Vec<_> = s.missing(15).into_iter().collect();
-        assert_eq!(
-            missing,
-            vec![(0, 10), (30, 45), (45, 50), (60, 75), (75, 90), (90, 100)]
-        );
+    fn pieces_pushed_out_of_order_are_taken_in_order_and_overlaps_trimmed() {
+        let r = Reorder::new(100);
+        r.push(130, Bytes::from_static(b"DDDD"));
+        r.push(110, Bytes::from_static(b"BBBBBBBBBB"));
+        r.push(100, Bytes::from_static(b"AAAAAAAAAA"));
+        // Overlaps what is already queued (a retry that re-sent bytes): only the new part.
+        r.push(118, Bytes::from_static(b"bbCCCCCCCCCC"));
+        let got = r.take(usize::MAX);
+        let offsets: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
+        assert_eq!(offsets, vec![100, 110, 120, 130]);
+        let bytes: Vec<u8> = got.iter().flat_map(|(_, p)| p.to_vec()).collect();
+        assert_eq!(bytes, b"AAAAAAAAAABBBBBBBBBBCCCCCCCCCCDDDD");
+        // A gap: nothing to take until it is filled or the transfer ends.
+        r.push(140, Bytes::from_static(b"F"));
+        r.close();
+        assert!(r.take(usize::MAX).is_empty());
     }
 
     #[test]
-    fn the_hasher_reads_finished_ranges_from_disk_once_and_the_rest_from_memory() {
+    fn the_writer_appends_in_order_and_hashes_a_resumed_prefix_from_disk_once() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        // Only [2000, 5000) is on disk, as an earlier run left it.
-        let mut on_disk = vec![0u8; 5000];
-        on_disk[2000..5000].copy_from_slice(&data[2000..5000]);
-        std::fs::write(&path, &on_disk).unwrap();
-        let file = Arc::new(File::open(&path).unwrap());
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (htx, _hrx) = watch::channel(0);
+        let path = dir.path().join("f.incomplete");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        // An earlier run (or the Python tools) left the first 30,000 bytes.
+        std::fs::write(&path, &data[..30_000]).unwrap();
+        let file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap(),
+        );
+        let reorder = Reorder::new(30_000);
         // Out of order, as parallel ranges arrive.
-        tx.send((5000, Bytes::copy_from_slice(&data[5000..])))
-            .unwrap();
-        tx.send((0, Bytes::copy_from_slice(&data[..2000]))).unwrap();
-        drop(tx);
-        let digest = hash_in_order(file, 10_000, vec![(2000, 5000)], rx, htx).unwrap();
+        for (a, b) in [(70_000, 100_000), (30_000, 50_000), (50_000, 70_000)] {
+            reorder.push(a, Bytes::copy_from_slice(&data[a as usize..b]));
+        }
+        reorder.close();
+        let (tx, rx) = watch::channel(30_000);
+        let (written, digest) = write_in_order(file, 30_000, 100_000, true, &reorder, tx).unwrap();
+        assert_eq!(written, 100_000);
+        assert_eq!(*rx.borrow(), 100_000);
         assert_eq!(digest.unwrap(), hex::encode(Sha256::digest(&data)));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+
+    #[test]
+    fn a_gap_leaves_a_true_prefix_and_no_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.incomplete");
+        let file = Arc::new(File::create(&path).unwrap());
+        let reorder = Reorder::new(0);
+        reorder.push(0, Bytes::from_static(b"0123"));
+        reorder.push(8, Bytes::from_static(b"89"));
+        reorder.close();
+        let (tx, _rx) = watch::channel(0);
+        let (written, digest) = write_in_order(file, 0, 10, true, &reorder, tx).unwrap();
+        assert_eq!((written, digest), (4, None));
+        assert_eq!(std::fs::read(&path).unwrap(), b"0123");
+    }
+
+    #[test]
+    fn the_python_tools_lock_on_a_blob_is_honoured() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".locks/models--o--n/abc.lock");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Another holder, as the Python client's `filelock` takes it: flock on its own open file.
+        let other = File::create(&path).unwrap();
+        assert_eq!(
+            unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+        assert!(matches!(try_flock(&path).unwrap(), FlockAttempt::Busy));
+        drop(other);
+        let FlockAttempt::Taken(mine) = try_flock(&path).unwrap() else {
+            panic!("the lock is free once the other holder closes it");
+        };
+        // And while miLLM holds it, the other side waits.
+        let other = File::open(&path).unwrap();
+        assert_ne!(
+            unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+        drop(mine);
+    }
+
+    #[test]
+    fn a_legacy_ranges_sidecar_keeps_only_its_leading_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let (inc, side) = (
+            dir.path().join("x.incomplete"),
+            dir.path().join("x.incomplete.ranges"),
+        );
+        assert_eq!(resumable_prefix(&inc, &side, 100), 0);
+        std::fs::write(&inc, vec![1u8; 80]).unwrap();
+        assert_eq!(resumable_prefix(&inc, &side, 100), 80);
+        assert_eq!(resumable_prefix(&inc, &side, 50), 0, "longer than the blob");
+        std::fs::write(
+            &side,
+            r#"{"identity":"x","size":100,"done":[[0,30],[60,80]]}"#,
+        )
+        .unwrap();
+        assert_eq!(resumable_prefix(&inc, &side, 100), 30);
+        std::fs::write(&side, r#"{"identity":"x","size":100,"done":[[10,80]]}"#).unwrap();
+        assert_eq!(resumable_prefix(&inc, &side, 100), 0);
     }
 }

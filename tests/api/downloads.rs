@@ -688,9 +688,9 @@ async fn delete_keeps_blobs_another_quantization_uses(db: Db) {
 }
 
 /// The engine alone, with small ranges: many parallel ranges, a connection dropped in several
-/// of them, a stop half-way, and a resume from the sidecar that hashes the finished part once.
+/// of them, a stop half-way, and a resume from the written prefix that hashes it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parallel_ranges_resume_from_the_sidecar_with_a_correct_sha256() {
+async fn parallel_ranges_leave_a_true_prefix_that_resumes_with_a_correct_sha256() {
     let data: Vec<u8> = (0..(6u32 << 20))
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
@@ -740,12 +740,9 @@ async fn parallel_ranges_resume_from_the_sidecar_with_a_correct_sha256() {
         let plan = plan.clone();
         tokio::spawn(async move { d.download_all(&repo.commit, &[plan]).await })
     };
-    let progress = d.progress.clone();
-    until("a third of the file", || {
-        progress
-            .downloaded
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 2 << 20
+    let incomplete = cache.incomplete(&sha);
+    until("a sixth of the file written", || {
+        std::fs::metadata(&incomplete).map(|m| m.len()).unwrap_or(0) >= 1 << 20
     })
     .await;
     cancel.cancel();
@@ -753,12 +750,24 @@ async fn parallel_ranges_resume_from_the_sidecar_with_a_correct_sha256() {
         run.await.unwrap(),
         Err(millm::hub::HubError::Cancelled)
     ));
-    assert!(cache.incomplete(&sha).is_file() && cache.ranges(&sha).is_file());
+    // The partial file is a true prefix of the blob, as the Python tools expect to resume it.
+    let partial = std::fs::read(cache.incomplete(&sha)).unwrap();
+    assert!(
+        partial.len() >= 512 << 10,
+        "at least the first range was kept ({} bytes)",
+        partial.len()
+    );
+    assert!(
+        partial[..] == data[..partial.len()],
+        "the partial file is a prefix"
+    );
+    assert!(!cache.ranges(&sha).exists(), "no sidecar is needed");
 
-    // Second run: full speed, three connections dropped mid-range, resumed from the sidecar.
+    // Second run: full speed, three connections dropped mid-range, resumed from the prefix.
     hub.set_repo_throttle("test-org/big", None);
     hub.drop_next_transfers(3, 100 << 10);
     let before = hub.stats().bytes_sent();
+    let ranges_before = hub.stats().ranges.lock().unwrap().len();
     let d = make(CancellationToken::new());
     let commit = hub.repo("test-org/big").unwrap().commit;
     d.download_all(&commit, std::slice::from_ref(&plan))
@@ -766,12 +775,87 @@ async fn parallel_ranges_resume_from_the_sidecar_with_a_correct_sha256() {
         .unwrap();
     let second = hub.stats().bytes_sent() - before;
     assert!(
-        second < data.len() as u64 - (1 << 20),
-        "only the missing ranges were fetched ({second})"
+        second <= (data.len() - partial.len()) as u64 + (3 << 20),
+        "the prefix was not fetched again ({second} bytes for {} missing)",
+        data.len() - partial.len()
+    );
+    let first_asked = hub.stats().ranges.lock().unwrap()[ranges_before..]
+        .iter()
+        .map(|(_, start)| *start)
+        .min();
+    assert_eq!(
+        first_asked,
+        Some(partial.len() as u64),
+        "the second run asked for nothing before the prefix's end"
     );
     assert_eq!(sha256_file(&cache.blob(&sha)), sha);
     assert!(!cache.incomplete(&sha).exists() && !cache.ranges(&sha).exists());
     assert!(hub.stats().ranges.lock().unwrap().len() > 8, "many ranges");
+}
+
+/// A partial file the Python client left (`blobs/<etag>.incomplete`, its bytes a prefix) is
+/// resumed from its length, under the lock file the Python client uses for that blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_file_left_by_the_python_client_is_resumed_from_its_length() {
+    let data: Vec<u8> = (0..(5u32 << 20))
+        .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
+        .collect();
+    let repo = FakeRepo::new("test-org/py").file("model.safetensors", data.clone());
+    let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
+    let hub = hub_with(vec![repo.clone()]).await;
+    let client = HubClient::new(&hub.endpoint()).unwrap();
+    let repo_id = millm::domain::RepoId::parse("test-org/py").unwrap();
+    let head = client
+        .head(&repo_id, "main", "model.safetensors", None)
+        .await
+        .unwrap();
+    let plan = FilePlan {
+        path: "model.safetensors".into(),
+        size: head.size.unwrap(),
+        identity: head.identity.clone(),
+        url: head.url.to_string(),
+        lfs: true,
+    };
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = RepoCache::new(cache_dir.path(), &repo_id);
+    std::fs::create_dir_all(cache.blobs_dir()).unwrap();
+    let left = 1_234_567usize;
+    std::fs::write(cache.incomplete(&sha), &data[..left]).unwrap();
+    let options = DownloadOptions {
+        chunk_size: 1 << 20,
+        ..DownloadOptions::default()
+    };
+    let d = Downloader::new(
+        client,
+        cache.clone(),
+        options,
+        None,
+        CancellationToken::new(),
+        BlobLocks::default(),
+        ErrorContext::new(&repo_id, "main", None, false),
+    );
+    d.download_all(&repo.commit, std::slice::from_ref(&plan))
+        .await
+        .unwrap();
+    let starts: Vec<u64> = hub
+        .stats()
+        .ranges
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(starts.iter().min(), Some(&(left as u64)), "{starts:?}");
+    assert_eq!(
+        hub.stats().bytes_sent(),
+        (data.len() - left) as u64,
+        "only the missing bytes were fetched"
+    );
+    assert_eq!(sha256_file(&cache.blob(&sha)), sha);
+    assert!(
+        cache.lock_file(&sha).is_file(),
+        "the Python lock file was used"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
