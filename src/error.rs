@@ -321,13 +321,21 @@ impl From<crate::hub::HubError> for AppError {
                 crate::domain::mib_ceil(required),
                 available >> 20,
             ),
-            HubError::Checksum { path, expected, actual } => AppError::new(
-                ErrorCode::DownloadFailed,
-                format!("The downloaded '{path}' does not match the Hub's checksum; the partial file was removed. Retry the download."),
-            )
-            .with_detail("path", path)
-            .with_detail("expected_sha256", expected)
-            .with_detail("actual_sha256", actual),
+            HubError::Checksum {
+                path,
+                algorithm,
+                expected,
+                actual,
+            } => {
+                let key = algorithm.replace('-', "_");
+                AppError::new(
+                    ErrorCode::DownloadFailed,
+                    format!("The downloaded '{path}' does not match the Hub's checksum; the partial file was removed. Retry the download."),
+                )
+                .with_detail("path", path)
+                .with_detail(&format!("expected_{key}"), expected)
+                .with_detail(&format!("actual_{key}"), actual)
+            }
             HubError::Transient(reason) | HubError::Failed(reason) => AppError::new(
                 ErrorCode::DownloadFailed,
                 format!("The Hub download failed: {reason}. Retry the download."),

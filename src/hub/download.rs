@@ -2,10 +2,10 @@
 //! connections (several files at once); the pieces are put back in order in memory and
 //! appended to `blobs/{identity}.incomplete` by one writer, so that file is always a true
 //! prefix of the blob: a retry or a restart resumes from its length with `Range`, exactly as
-//! the Python tools resume it (and the reverse). An LFS file's sha256 is computed from the same
-//! pieces as they are written — in order, from memory, or once from disk for a prefix an
-//! earlier run left — never as a second pass, and checked before the file is renamed into
-//! `blobs/`.
+//! the Python tools resume it (and the reverse). Each file's checksum (the sha256 of an LFS
+//! file, the git blob sha1 of a plain git file) is computed from the same pieces as they are
+//! written: in order, from memory, or once from disk for a prefix an earlier run left, never
+//! as a second pass. It is checked before the file is renamed into `blobs/`.
 //!
 //! Memory stays bounded: a range may only start within a window past the written prefix, so at
 //! most about `window_chunks × chunk_size` bytes wait in memory.
@@ -460,11 +460,11 @@ impl Downloader {
             Url::parse(&plan.url).map_err(|e| HubError::Failed(format!("bad file URL: {e}")))?;
         let reorder = Arc::new(Reorder::new(prefix));
         let (written_tx, written_rx) = watch::channel(prefix);
-        let hashed = plan.lfs && is_sha256(&plan.identity);
+        let check = Check::of(&plan);
         let file = Arc::new(file);
         let (r, size) = (reorder.clone(), plan.size);
         let finished = tokio::task::spawn_blocking(move || {
-            write_in_order(file, prefix, size, hashed, &r, written_tx)
+            write_in_order(file, prefix, size, check, &r, written_tx)
         });
         Ok((
             Transfer {
@@ -632,16 +632,16 @@ fn write_in_order(
     file: Arc<File>,
     start: u64,
     size: u64,
-    hashed: bool,
+    check: Option<Check>,
     reorder: &Reorder,
     written: watch::Sender<u64>,
 ) -> Result<(u64, Option<String>), HubError> {
-    let (tx, hasher) = if hashed {
+    let (tx, hasher) = if let Some(check) = check {
         let (tx, rx) = std_mpsc::sync_channel::<Bytes>(HASH_QUEUE);
         let f = file.clone();
         let h = std::thread::Builder::new()
             .name("millm-sha256".into())
-            .spawn(move || hash_in_order(&f, start, size, rx))
+            .spawn(move || hash_in_order(&f, start, size, check, rx))
             .map_err(|e| HubError::Failed(format!("cannot start the hasher: {e}")))?;
         (Some(tx), Some(h))
     } else {
@@ -680,29 +680,92 @@ fn write_in_order(
     Ok((pos, digest.filter(|_| pos == size)))
 }
 
+/// What a finished file's bytes must hash to: its identity is the sha256 of an LFS file, the
+/// git blob sha1 of a plain git file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Check {
+    Sha256,
+    GitSha1,
+}
+
+impl Check {
+    fn of(plan: &FilePlan) -> Option<Check> {
+        let hex = |n: usize| {
+            plan.identity.len() == n && plan.identity.chars().all(|c| c.is_ascii_hexdigit())
+        };
+        if plan.lfs && is_sha256(&plan.identity) {
+            Some(Check::Sha256)
+        } else if !plan.lfs && hex(40) {
+            Some(Check::GitSha1)
+        } else {
+            None
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Check::Sha256 => "sha256",
+            Check::GitSha1 => "git-sha1",
+        }
+    }
+}
+
+enum Hasher {
+    Sha256(Sha256),
+    GitSha1(sha1::Sha1),
+}
+
+impl Hasher {
+    fn new(check: Check, size: u64) -> Self {
+        match check {
+            Check::Sha256 => Hasher::Sha256(Sha256::new()),
+            Check::GitSha1 => {
+                let mut h = sha1::Sha1::new();
+                h.update(format!("blob {size}\0"));
+                Hasher::GitSha1(h)
+            }
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::GitSha1(h) => h.update(data),
+        }
+    }
+
+    fn finish(self) -> String {
+        match self {
+            Hasher::Sha256(h) => hex::encode(h.finalize()),
+            Hasher::GitSha1(h) => hex::encode(h.finalize()),
+        }
+    }
+}
+
 /// The hasher: the prefix an earlier run left is read once from disk, then every piece as the
 /// writer hands it over, in order. `None` when the transfer stopped before the end.
 fn hash_in_order(
     file: &File,
     prefix: u64,
     size: u64,
+    check: Check,
     rx: std_mpsc::Receiver<Bytes>,
 ) -> Result<Option<String>, HubError> {
-    let mut sha = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
+    let mut hasher = Hasher::new(check, size);
+    let mut buf = vec![0u8; (4 << 20).min(prefix as usize)];
     let mut next = 0u64;
     while next < prefix {
         let n = ((prefix - next) as usize).min(buf.len());
         file.read_exact_at(&mut buf[..n], next)?;
-        sha.update(&buf[..n]);
+        hasher.update(&buf[..n]);
         next += n as u64;
     }
     drop(buf);
     for piece in rx {
-        sha.update(&piece);
+        hasher.update(&piece);
         next += piece.len() as u64;
     }
-    Ok((next == size).then(|| hex::encode(sha.finalize())))
+    Ok((next == size).then(|| hasher.finish()))
 }
 
 /// The bytes of an `.incomplete` file a download can resume from: its length, or — for a
@@ -771,12 +834,13 @@ fn try_flock(path: &Path) -> Result<FlockAttempt, HubError> {
 /// Checks the digest and moves the finished file into `blobs/`; a mismatch deletes it.
 fn finish(cache: &RepoCache, plan: &FilePlan, digest: Option<String>) -> Result<(), HubError> {
     let incomplete = cache.incomplete(&plan.identity);
-    if plan.lfs && is_sha256(&plan.identity) {
+    if let Some(check) = Check::of(plan) {
         let actual = digest.unwrap_or_default();
         if !actual.eq_ignore_ascii_case(&plan.identity) {
             let _ = std::fs::remove_file(&incomplete);
             return Err(HubError::Checksum {
                 path: plan.path.clone(),
+                algorithm: check.name(),
                 expected: plan.identity.clone(),
                 actual,
             });
@@ -853,7 +917,8 @@ mod tests {
         }
         reorder.close();
         let (tx, rx) = watch::channel(30_000);
-        let (written, digest) = write_in_order(file, 30_000, 100_000, true, &reorder, tx).unwrap();
+        let (written, digest) =
+            write_in_order(file, 30_000, 100_000, Some(Check::Sha256), &reorder, tx).unwrap();
         assert_eq!(written, 100_000);
         assert_eq!(*rx.borrow(), 100_000);
         assert_eq!(digest.unwrap(), hex::encode(Sha256::digest(&data)));
@@ -870,7 +935,8 @@ mod tests {
         reorder.push(8, Bytes::from_static(b"89"));
         reorder.close();
         let (tx, _rx) = watch::channel(0);
-        let (written, digest) = write_in_order(file, 0, 10, true, &reorder, tx).unwrap();
+        let (written, digest) =
+            write_in_order(file, 0, 10, Some(Check::Sha256), &reorder, tx).unwrap();
         assert_eq!((written, digest), (4, None));
         assert_eq!(std::fs::read(&path).unwrap(), b"0123");
     }

@@ -45,9 +45,11 @@ pub enum HubError {
     #[error("not enough disk space: {required} bytes needed, {available} available")]
     InsufficientDisk { required: u64, available: u64 },
     /// The downloaded bytes do not hash to the file's identity.
-    #[error("checksum mismatch for {path}: expected sha256 {expected}, got {actual}")]
+    #[error("checksum mismatch for {path}: expected {algorithm} {expected}, got {actual}")]
     Checksum {
         path: String,
+        /// `sha256` (LFS files) or `git-sha1` (plain git files).
+        algorithm: &'static str,
         expected: String,
         actual: String,
     },

@@ -608,6 +608,35 @@ async fn checksum_mismatch_fails_and_leaves_nothing_in_the_cache() {
     app.stop().await;
 }
 
+/// A plain git file (here `tokenizer.json`) is checked against its git blob sha1, the ETag the
+/// Hub gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_git_file_fails_its_sha1_and_leaves_nothing_in_the_cache() {
+    let (repo, _dir) = tiny_repo("test-org/bad-tokenizer", 11);
+    let file = repo.files["tokenizer.json"].clone();
+    assert!(!file.lfs);
+    let hub = hub_with(vec![repo.corrupt_file("tokenizer.json")]).await;
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    let r = app
+        .post("/api/models", download_body("test-org/bad-tokenizer"))
+        .await;
+    let id = r.data()["id"].as_i64().unwrap();
+    let m = wait_status(&app, id, "error").await;
+    assert!(
+        m["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("tokenizer.json"),
+        "{m}"
+    );
+    let blobs = files_in(&cache_of(&app, "test-org/bad-tokenizer").join("blobs"));
+    assert!(
+        blobs.iter().all(|b| !b.starts_with(&file.git_sha1)),
+        "{blobs:?}"
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_concurrent_downloads_finish_with_correct_bytes() {
     let mut repos = Vec::new();

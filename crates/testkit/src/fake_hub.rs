@@ -75,6 +75,8 @@ pub struct FakeRepo {
     pub card_data: Value,
     pub tags: Vec<String>,
     corrupt: bool,
+    /// Files served with one byte flipped whatever their kind.
+    corrupt_files: Vec<String>,
 }
 
 impl FakeRepo {
@@ -94,6 +96,7 @@ impl FakeRepo {
                 "text-generation".into(),
             ],
             corrupt: false,
+            corrupt_files: Vec::new(),
         }
     }
 
@@ -160,9 +163,17 @@ impl FakeRepo {
         self
     }
 
+    /// `path` is served with one byte flipped (a plain git file no longer matches its sha1).
+    pub fn corrupt_file(mut self, path: &str) -> Self {
+        self.corrupt_files.push(path.to_string());
+        self.apply_corruption();
+        self
+    }
+
     fn apply_corruption(&mut self) {
-        for f in self.files.values_mut() {
-            if self.corrupt && f.lfs && !f.bytes.is_empty() {
+        for (path, f) in self.files.iter_mut() {
+            let flip = (self.corrupt && f.lfs) || self.corrupt_files.contains(path);
+            if flip && !f.bytes.is_empty() {
                 let mut v = f.bytes.to_vec();
                 let mid = v.len() / 2;
                 v[mid] ^= 0xff;
