@@ -716,20 +716,19 @@ async fn delete_keeps_blobs_another_quantization_uses(db: Db) {
     app.stop().await;
 }
 
-/// The engine alone, with small ranges: many parallel ranges, a connection dropped in several
-/// of them, a stop half-way, and a resume from the written prefix that hashes it once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parallel_ranges_leave_a_true_prefix_that_resumes_with_a_correct_sha256() {
-    let data: Vec<u8> = (0..(6u32 << 20))
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    let repo = FakeRepo::new("test-org/big")
-        .file("model.safetensors", data.clone())
-        .throttled(4 << 20);
-    let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
-    let hub = hub_with(vec![repo.clone()]).await;
+/// The download engine alone against `hub`: the plan for a repo's `model.safetensors`, and an
+/// empty cache.
+struct Engine {
+    client: HubClient,
+    repo_id: millm::domain::RepoId,
+    plan: FilePlan,
+    cache: RepoCache,
+    _dir: tempfile::TempDir,
+}
+
+async fn engine_for(hub: &FakeHub, repo: &str) -> Engine {
     let client = HubClient::new(&hub.endpoint()).unwrap();
-    let repo_id = millm::domain::RepoId::parse("test-org/big").unwrap();
+    let repo_id = millm::domain::RepoId::parse(repo).unwrap();
     let head = client
         .head(&repo_id, "main", "model.safetensors", None)
         .await
@@ -742,25 +741,52 @@ async fn parallel_ranges_leave_a_true_prefix_that_resumes_with_a_correct_sha256(
         url: head.url.to_string(),
         lfs: true,
     };
-    let cache_dir = tempfile::tempdir().unwrap();
-    let cache = RepoCache::new(cache_dir.path(), &repo_id);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = RepoCache::new(dir.path(), &repo_id);
+    Engine {
+        client,
+        repo_id,
+        plan,
+        cache,
+        _dir: dir,
+    }
+}
+
+impl Engine {
+    fn downloader(&self, options: DownloadOptions, cancel: CancellationToken) -> Arc<Downloader> {
+        Downloader::new(
+            self.client.clone(),
+            self.cache.clone(),
+            options,
+            None,
+            cancel,
+            BlobLocks::default(),
+            ErrorContext::new(&self.repo_id, "main", None, false),
+        )
+    }
+}
+
+/// The engine alone, with small ranges: many parallel ranges, a connection dropped in several
+/// of them, a stop half-way, and a resume from the written prefix that hashes it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_ranges_leave_a_true_prefix_that_resumes_with_a_correct_sha256() {
+    let data: Vec<u8> = (0..(6u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let repo = FakeRepo::new("test-org/big")
+        .file("model.safetensors", data.clone())
+        .throttled(4 << 20);
+    let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
+    let hub = hub_with(vec![repo.clone()]).await;
+    let engine = engine_for(&hub, "test-org/big").await;
+    let (plan, cache) = (engine.plan.clone(), engine.cache.clone());
     let options = DownloadOptions {
         chunk_size: 512 << 10,
         connections_per_file: 4,
         backoff: Duration::from_millis(50),
         ..DownloadOptions::default()
     };
-    let make = |cancel: CancellationToken| {
-        Downloader::new(
-            client.clone(),
-            cache.clone(),
-            options.clone(),
-            None,
-            cancel,
-            BlobLocks::default(),
-            ErrorContext::new(&repo_id, "main", None, false),
-        )
-    };
+    let make = |cancel: CancellationToken| engine.downloader(options.clone(), cancel);
     // First run: stopped after a third of the bytes.
     let cancel = CancellationToken::new();
     let d = make(cancel.clone());
@@ -832,21 +858,8 @@ async fn a_partial_file_left_by_the_python_client_is_resumed_from_its_length() {
     let repo = FakeRepo::new("test-org/py").file("model.safetensors", data.clone());
     let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
     let hub = hub_with(vec![repo.clone()]).await;
-    let client = HubClient::new(&hub.endpoint()).unwrap();
-    let repo_id = millm::domain::RepoId::parse("test-org/py").unwrap();
-    let head = client
-        .head(&repo_id, "main", "model.safetensors", None)
-        .await
-        .unwrap();
-    let plan = FilePlan {
-        path: "model.safetensors".into(),
-        size: head.size.unwrap(),
-        identity: head.identity.clone(),
-        url: head.url.to_string(),
-        lfs: true,
-    };
-    let cache_dir = tempfile::tempdir().unwrap();
-    let cache = RepoCache::new(cache_dir.path(), &repo_id);
+    let engine = engine_for(&hub, "test-org/py").await;
+    let (plan, cache) = (engine.plan.clone(), engine.cache.clone());
     std::fs::create_dir_all(cache.blobs_dir()).unwrap();
     let left = 1_234_567usize;
     std::fs::write(cache.incomplete(&sha), &data[..left]).unwrap();
@@ -854,15 +867,7 @@ async fn a_partial_file_left_by_the_python_client_is_resumed_from_its_length() {
         chunk_size: 1 << 20,
         ..DownloadOptions::default()
     };
-    let d = Downloader::new(
-        client,
-        cache.clone(),
-        options,
-        None,
-        CancellationToken::new(),
-        BlobLocks::default(),
-        ErrorContext::new(&repo_id, "main", None, false),
-    );
+    let d = engine.downloader(options, CancellationToken::new());
     d.download_all(&repo.commit, std::slice::from_ref(&plan))
         .await
         .unwrap();
@@ -897,36 +902,15 @@ async fn a_stalled_connection_is_retried_and_the_download_finishes() {
     let hub = hub_with(vec![repo.clone()]).await;
     // The first transfer goes silent after 1 MiB but keeps its connection open.
     hub.stall_next_transfers(1, 1 << 20);
-    let client = HubClient::new(&hub.endpoint()).unwrap();
-    let repo_id = millm::domain::RepoId::parse("test-org/stall").unwrap();
-    let head = client
-        .head(&repo_id, "main", "model.safetensors", None)
-        .await
-        .unwrap();
-    let plan = FilePlan {
-        path: "model.safetensors".into(),
-        size: head.size.unwrap(),
-        identity: head.identity.clone(),
-        url: head.url.to_string(),
-        lfs: true,
-    };
-    let cache_dir = tempfile::tempdir().unwrap();
-    let cache = RepoCache::new(cache_dir.path(), &repo_id);
+    let engine = engine_for(&hub, "test-org/stall").await;
+    let (plan, cache) = (engine.plan.clone(), engine.cache.clone());
     let options = DownloadOptions {
         connections_per_file: 1,
         stall_timeout: Duration::from_millis(700),
         backoff: Duration::from_millis(50),
         ..DownloadOptions::default()
     };
-    let d = Downloader::new(
-        client,
-        cache.clone(),
-        options,
-        None,
-        CancellationToken::new(),
-        BlobLocks::default(),
-        ErrorContext::new(&repo_id, "main", None, false),
-    );
+    let d = engine.downloader(options, CancellationToken::new());
     let started = Instant::now();
     d.download_all(&repo.commit, &[plan])
         .await
