@@ -656,7 +656,9 @@ fn write_in_order(
             }
             for (offset, piece) in pieces {
                 debug_assert_eq!(offset, pos);
-                file.write_all_at(&piece, offset)?;
+                if let Err(e) = file.write_all_at(&piece, offset) {
+                    return Err(disk_error(e, &file, size - pos));
+                }
                 pos += piece.len() as u64;
                 if let Some(tx) = &tx {
                     if tx.send(piece).is_err() {
@@ -678,6 +680,26 @@ fn write_in_order(
     };
     result?;
     Ok((pos, digest.filter(|_| pos == size)))
+}
+
+/// A full disk (or quota) while writing becomes `InsufficientDisk` with what this file still
+/// needs; what was written stays, a true prefix, for a retry once there is room.
+fn disk_error(e: std::io::Error, file: &File, still_needed: u64) -> HubError {
+    use std::os::fd::AsRawFd;
+    if !matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+        return e.into();
+    }
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatvfs fills the struct we pass for a descriptor we own.
+    let available = if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } == 0 {
+        st.f_bavail as u64 * st.f_frsize as u64
+    } else {
+        0
+    };
+    HubError::InsufficientDisk {
+        required: still_needed,
+        available,
+    }
 }
 
 /// What a finished file's bytes must hash to: its identity is the sha256 of an LFS file, the

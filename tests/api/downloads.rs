@@ -929,14 +929,14 @@ async fn a_stalled_connection_is_retried_and_the_download_finishes() {
     );
 }
 
-/// A 4 MiB tmpfs, unmounted when dropped (the test command runs as root, as CI does).
+/// A small tmpfs, unmounted when dropped (the test command runs as root, as CI does).
 struct SmallDisk(PathBuf);
 
 impl SmallDisk {
-    fn mount(at: PathBuf) -> SmallDisk {
+    fn mount(at: PathBuf, mib: u32) -> SmallDisk {
         std::fs::create_dir_all(&at).unwrap();
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
             .arg(&at)
             .status()
             .map(|s| s.success())
@@ -960,7 +960,7 @@ async fn a_download_larger_than_free_disk_is_refused_at_once() {
     let (repo, _dir) = tiny_repo("test-org/too-big", 5);
     let hub = hub_with(vec![repo]).await;
     let dir = tempfile::tempdir().unwrap();
-    let disk = SmallDisk::mount(dir.path().join("small-cache"));
+    let disk = SmallDisk::mount(dir.path().join("small-cache"), 4);
     let mut settings = crate::support::test_settings(Db::Sqlite, dir.path()).await;
     settings.hf_endpoint = hub.endpoint();
     settings.model_cache_dir = Some(disk.0.clone());
@@ -982,6 +982,64 @@ async fn a_download_larger_than_free_disk_is_refused_at_once() {
             .len(),
         0,
         "no record"
+    );
+    app.stop().await;
+    drop(disk);
+}
+
+/// The disk fills up mid-download (another program took the space): the download stops with a
+/// clear error and keeps a true prefix; a retry once there is room finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_fills_mid_download_stops_it_and_a_retry_finishes_it() {
+    let (repo, _dir) = tiny_repo("test-org/fills", 6);
+    let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
+    let weights = repo.files["model.safetensors"].bytes.clone();
+    let hub = hub_with(vec![repo.throttled(1 << 20)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(dir.path().join("small-cache"), 16);
+    let mut settings = crate::support::test_settings(Db::Sqlite, dir.path()).await;
+    settings.hf_endpoint = hub.endpoint();
+    settings.model_cache_dir = Some(disk.0.clone());
+    let app = spawn_with(settings, dir).await;
+    let r = app
+        .post("/api/models", download_body("test-org/fills"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.data()["id"].as_i64().unwrap();
+    let incomplete = cache_of(&app, "test-org/fills")
+        .join("blobs")
+        .join(format!("{sha}.incomplete"));
+    until("the weights begin to arrive", || {
+        std::fs::metadata(&incomplete).map(|m| m.len()).unwrap_or(0) > 0
+    })
+    .await;
+    // Another program takes every free byte.
+    let filler_path = disk.0.join("filler");
+    let mut filler = std::fs::File::create(&filler_path).unwrap();
+    let block = vec![0u8; 64 << 10];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    drop(filler);
+
+    let m = wait_status(&app, id, "error").await;
+    let message = m["error_message"].as_str().unwrap();
+    assert!(message.contains("Not enough disk space"), "{m}");
+    let partial = std::fs::read(&incomplete).unwrap();
+    assert!(!partial.is_empty() && partial.len() < weights.len());
+    assert!(partial[..] == weights[..partial.len()], "a true prefix");
+
+    std::fs::remove_file(&filler_path).unwrap();
+    let r = app
+        .post(&format!("/api/models/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_status(&app, id, "ready").await;
+    let blob = cache_of(&app, "test-org/fills").join("blobs").join(&sha);
+    assert_eq!(sha256_file(&blob), sha);
+    assert!(
+        hub.stats()
+            .resumed_ranges("model.safetensors")
+            .contains(&(partial.len() as u64)),
+        "the retry resumed after the prefix"
     );
     app.stop().await;
     drop(disk);
