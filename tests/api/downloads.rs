@@ -947,6 +947,16 @@ impl SmallDisk {
         );
         SmallDisk(at)
     }
+
+    /// A server whose model cache is a `mib` MiB tmpfs, with `hub` as its Hub.
+    async fn app(hub: &FakeHub, mib: u32) -> (TestApp, SmallDisk) {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = SmallDisk::mount(dir.path().join("small-cache"), mib);
+        let mut settings = crate::support::test_settings(Db::Sqlite, dir.path()).await;
+        settings.hf_endpoint = hub.endpoint();
+        settings.model_cache_dir = Some(disk.0.clone());
+        (spawn_with(settings, dir).await, disk)
+    }
 }
 
 impl Drop for SmallDisk {
@@ -959,12 +969,7 @@ impl Drop for SmallDisk {
 async fn a_download_larger_than_free_disk_is_refused_at_once() {
     let (repo, _dir) = tiny_repo("test-org/too-big", 5);
     let hub = hub_with(vec![repo]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let disk = SmallDisk::mount(dir.path().join("small-cache"), 4);
-    let mut settings = crate::support::test_settings(Db::Sqlite, dir.path()).await;
-    settings.hf_endpoint = hub.endpoint();
-    settings.model_cache_dir = Some(disk.0.clone());
-    let app = spawn_with(settings, dir).await;
+    let (app, disk) = SmallDisk::app(&hub, 4).await;
     let r = app
         .post("/api/models", download_body("test-org/too-big"))
         .await;
@@ -995,12 +1000,7 @@ async fn a_disk_that_fills_mid_download_stops_it_and_a_retry_finishes_it() {
     let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
     let weights = repo.files["model.safetensors"].bytes.clone();
     let hub = hub_with(vec![repo.throttled(1 << 20)]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let disk = SmallDisk::mount(dir.path().join("small-cache"), 16);
-    let mut settings = crate::support::test_settings(Db::Sqlite, dir.path()).await;
-    settings.hf_endpoint = hub.endpoint();
-    settings.model_cache_dir = Some(disk.0.clone());
-    let app = spawn_with(settings, dir).await;
+    let (app, disk) = SmallDisk::app(&hub, 16).await;
     let r = app
         .post("/api/models", download_body("test-org/fills"))
         .await;
