@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of miLLM: formatting, lints, the web UI's tests and build, the Rust tests on
 # SQLite and on a PostgreSQL server this script starts, and the browser test in Chromium.
-# Installs what is missing (PostgreSQL, Chromium, npm packages) through the system's package
-# manager and npm.
+# Installs what is missing (PostgreSQL, Chromium, npm packages, the Python Hub client in a
+# virtual environment) through the system's package manager, npm and pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -44,6 +44,17 @@ if [ -z "${MILLM_TEST_POSTGRES_URL:-}" ]; then
     -o "-h 127.0.0.1 -p $PG_PORT -k $PG_DIR -c max_connections=300 -c fsync=off" start >/dev/null
   export MILLM_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 fi
+
+# --- The Python Hub client, for the cache interop test ----------------------------------------
+HF_HUB_VERSION=2.4.0
+PY_ENV="$TARGET_DIR/python-hub-client"
+if ! "$PY_ENV/bin/python" -c "import huggingface_hub as h; assert h.__version__ == '$HF_HUB_VERSION'" 2>/dev/null; then
+  step "installing huggingface_hub $HF_HUB_VERSION (for the cache interop test)"
+  rm -rf "$PY_ENV"
+  python3 -m venv "$PY_ENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$PY_ENV"; }
+  "$PY_ENV/bin/pip" install -q --disable-pip-version-check "huggingface_hub==$HF_HUB_VERSION"
+fi
+export MILLM_TEST_PYTHON="$PY_ENV/bin/python"
 
 # --- Web UI: install, lint, unit tests, build (embedded by the Rust build) -------------------
 step "web: npm ci, lint, tests, build"

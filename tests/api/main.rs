@@ -9,4 +9,5 @@ mod load;
 mod local_models;
 mod metrics;
 mod openapi;
+mod python;
 mod registry;
