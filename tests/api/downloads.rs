@@ -10,7 +10,7 @@ use millm::hub::client::ErrorContext;
 use millm::hub::download::{BlobLocks, Downloader};
 use millm::hub::{DownloadOptions, FilePlan, HubClient, RepoCache};
 use millm_testkit::fake_hub::{GOOD_TOKEN, NO_ACCESS_TOKEN};
-use millm_testkit::{FakeHub, FakeRepo, TinyLlama};
+use millm_testkit::{FakeHub, FakeRepo};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -21,13 +21,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A tiny Llama repo with the extra files a real repo has and a download must skip.
 fn tiny_repo(id: &str, seed: u64) -> (FakeRepo, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    TinyLlama {
-        seed,
-        ..TinyLlama::default()
-    }
-    .write(dir.path())
-    .unwrap();
+    let dir = crate::support::tiny_llama(seed);
     let repo = FakeRepo::from_dir(id, dir.path())
         .unwrap()
         .file("pytorch_model.bin", vec![7u8; 4096])

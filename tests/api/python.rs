@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use millm_testkit::{FakeHub, FakeRepo, TinyLlama};
+use millm_testkit::{FakeHub, FakeRepo};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -65,13 +65,7 @@ async fn python_fetch(
 
 /// A tiny Llama repo of only the files a download needs, and their names.
 fn repo(id: &str, seed: u64) -> (FakeRepo, Vec<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    TinyLlama {
-        seed,
-        ..TinyLlama::default()
-    }
-    .write(dir.path())
-    .unwrap();
+    let dir = crate::support::tiny_llama(seed);
     let mut files: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

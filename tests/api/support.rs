@@ -230,3 +230,15 @@ macro_rules! on_both_databases {
         }
     };
 }
+
+/// A tiny real Llama checkpoint (random weights of `seed`, a real tokenizer) in a new folder.
+pub fn tiny_llama(seed: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    millm_testkit::TinyLlama {
+        seed,
+        ..millm_testkit::TinyLlama::default()
+    }
+    .write(dir.path())
+    .expect("checkpoint written");
+    dir
+}
