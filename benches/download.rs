@@ -100,30 +100,20 @@ async fn start_app(endpoint: &str, data: &std::path::Path) -> Server {
     }
 }
 
+/// The JSON answer to a request.
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 /// POST → ready through the API; returns the model's bytes and the time taken.
 async fn pipeline(server: &Server, repo: &str) -> (u64, Duration) {
+    let (http, base) = (&server.http, &server.base);
     let t = Instant::now();
-    let r: Value = server
-        .http
-        .post(format!("{}/api/models", server.base))
-        .json(&json!({"source": "huggingface", "repo_id": repo}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"source": "huggingface", "repo_id": repo});
+    let r = json_of(http.post(format!("{base}/api/models")).json(&body)).await;
     let id = r["data"]["id"].as_i64().unwrap_or_else(|| panic!("{r}"));
     loop {
-        let m: Value = server
-            .http
-            .get(format!("{}/api/models/{id}", server.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let m = json_of(http.get(format!("{base}/api/models/{id}"))).await;
         match m["data"]["status"].as_str() {
             Some("ready") => break,
             Some("downloading") => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -131,15 +121,7 @@ async fn pipeline(server: &Server, repo: &str) -> (u64, Duration) {
         }
     }
     let d = t.elapsed();
-    let m: Value = server
-        .http
-        .delete(format!("{}/api/models/{id}", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m = json_of(http.delete(format!("{base}/api/models/{id}"))).await;
     (m["data"]["freed_bytes"].as_u64().unwrap(), d)
 }
 

@@ -59,7 +59,16 @@ pub fn check_commit(commit: &str) -> Result<(), HubError> {
 
 /// True for a sha256 in hex: the identity of an LFS file, which its bytes must hash to.
 pub fn is_sha256(identity: &str) -> bool {
-    identity.len() == 64 && identity.chars().all(|c| c.is_ascii_hexdigit())
+    is_hex(identity, 64)
+}
+
+/// True for a git blob sha1 in hex: the identity of a plain git file.
+pub fn is_git_sha1(identity: &str) -> bool {
+    is_hex(identity, 40)
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 impl RepoCache {

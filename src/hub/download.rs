@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::cache::{check_identity, is_sha256, RepoCache};
+use super::cache::{check_identity, is_git_sha1, is_sha256, RepoCache};
 use super::client::{transport, ErrorContext, HubClient};
 use super::HubError;
 use crate::config::Secret;
@@ -464,7 +464,7 @@ impl Downloader {
         let file = Arc::new(file);
         let (r, size) = (reorder.clone(), plan.size);
         let finished = tokio::task::spawn_blocking(move || {
-            write_in_order(file, prefix, size, check, &r, written_tx)
+            write_in_order(file, &path, prefix, size, check, &r, written_tx)
         });
         Ok((
             Transfer {
@@ -630,6 +630,7 @@ async fn writer_stopped(written: &watch::Receiver<u64>) {
 /// and complete, its sha256.
 fn write_in_order(
     file: Arc<File>,
+    path: &Path,
     start: u64,
     size: u64,
     check: Option<Check>,
@@ -657,7 +658,7 @@ fn write_in_order(
             for (offset, piece) in pieces {
                 debug_assert_eq!(offset, pos);
                 if let Err(e) = file.write_all_at(&piece, offset) {
-                    return Err(disk_error(e, &file, size - pos));
+                    return Err(disk_error(e, path, size - pos));
                 }
                 pos += piece.len() as u64;
                 if let Some(tx) = &tx {
@@ -684,21 +685,14 @@ fn write_in_order(
 
 /// A full disk (or quota) while writing becomes `InsufficientDisk` with what this file still
 /// needs; what was written stays, a true prefix, for a retry once there is room.
-fn disk_error(e: std::io::Error, file: &File, still_needed: u64) -> HubError {
-    use std::os::fd::AsRawFd;
-    if !matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+fn disk_error(e: std::io::Error, path: &Path, still_needed: u64) -> HubError {
+    use std::io::ErrorKind;
+    if !matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) {
         return e.into();
     }
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: fstatvfs fills the struct we pass for a descriptor we own.
-    let available = if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } == 0 {
-        st.f_bavail as u64 * st.f_frsize as u64
-    } else {
-        0
-    };
     HubError::InsufficientDisk {
         required: still_needed,
-        available,
+        available: fs4::available_space(path).unwrap_or(0),
     }
 }
 
@@ -712,12 +706,9 @@ enum Check {
 
 impl Check {
     fn of(plan: &FilePlan) -> Option<Check> {
-        let hex = |n: usize| {
-            plan.identity.len() == n && plan.identity.chars().all(|c| c.is_ascii_hexdigit())
-        };
         if plan.lfs && is_sha256(&plan.identity) {
             Some(Check::Sha256)
-        } else if !plan.lfs && hex(40) {
+        } else if !plan.lfs && is_git_sha1(&plan.identity) {
             Some(Check::GitSha1)
         } else {
             None
@@ -828,7 +819,6 @@ enum FlockAttempt {
 }
 
 fn try_flock(path: &Path) -> Result<FlockAttempt, HubError> {
-    use std::os::fd::AsRawFd;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -838,18 +828,17 @@ fn try_flock(path: &Path) -> Result<FlockAttempt, HubError> {
         .create(true)
         .truncate(false)
         .open(path)?;
-    // SAFETY: flock on a descriptor we own; it is released when the file is closed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(FlockAttempt::Taken(file));
-    }
-    let err = std::io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EWOULDBLOCK) => Ok(FlockAttempt::Busy),
-        Some(libc::ENOLCK) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+    // `flock(LOCK_EX | LOCK_NB)`, as Python's `filelock` takes it; released on close.
+    match fs4::fs_std::FileExt::try_lock_exclusive(&file) {
+        Ok(true) => Ok(FlockAttempt::Taken(file)),
+        Ok(false) => Ok(FlockAttempt::Busy),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::Unsupported
+                || e.raw_os_error() == Some(libc::ENOLCK) =>
+        {
             Ok(FlockAttempt::Unsupported)
         }
-        _ => Err(err.into()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -939,8 +928,16 @@ mod tests {
         }
         reorder.close();
         let (tx, rx) = watch::channel(30_000);
-        let (written, digest) =
-            write_in_order(file, 30_000, 100_000, Some(Check::Sha256), &reorder, tx).unwrap();
+        let (written, digest) = write_in_order(
+            file,
+            &path,
+            30_000,
+            100_000,
+            Some(Check::Sha256),
+            &reorder,
+            tx,
+        )
+        .unwrap();
         assert_eq!(written, 100_000);
         assert_eq!(*rx.borrow(), 100_000);
         assert_eq!(digest.unwrap(), hex::encode(Sha256::digest(&data)));
@@ -958,23 +955,20 @@ mod tests {
         reorder.close();
         let (tx, _rx) = watch::channel(0);
         let (written, digest) =
-            write_in_order(file, 0, 10, Some(Check::Sha256), &reorder, tx).unwrap();
+            write_in_order(file, &path, 0, 10, Some(Check::Sha256), &reorder, tx).unwrap();
         assert_eq!((written, digest), (4, None));
         assert_eq!(std::fs::read(&path).unwrap(), b"0123");
     }
 
     #[test]
     fn the_python_tools_lock_on_a_blob_is_honoured() {
-        use std::os::fd::AsRawFd;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".locks/models--o--n/abc.lock");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         // Another holder, as the Python client's `filelock` takes it: flock on its own open file.
+        use fs4::fs_std::FileExt;
         let other = File::create(&path).unwrap();
-        assert_eq!(
-            unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
-            0
-        );
+        assert!(other.try_lock_exclusive().unwrap());
         assert!(matches!(try_flock(&path).unwrap(), FlockAttempt::Busy));
         drop(other);
         let FlockAttempt::Taken(mine) = try_flock(&path).unwrap() else {
@@ -982,10 +976,7 @@ mod tests {
         };
         // And while miLLM holds it, the other side waits.
         let other = File::open(&path).unwrap();
-        assert_ne!(
-            unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
-            0
-        );
+        assert!(!other.try_lock_exclusive().unwrap());
         drop(mine);
     }
 

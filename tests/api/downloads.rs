@@ -39,7 +39,7 @@ async fn hub_with(repos: Vec<FakeRepo>) -> FakeHub {
     hub
 }
 
-fn download_body(repo: &str) -> Value {
+pub(crate) fn download_body(repo: &str) -> Value {
     json!({"source": "huggingface", "repo_id": repo})
 }
 
@@ -60,18 +60,18 @@ async fn wait_for(app: &TestApp, id: i64, what: &str, done: impl Fn(&Value) -> b
     }
 }
 
-async fn wait_status(app: &TestApp, id: i64, status: &str) -> Value {
+pub(crate) async fn wait_status(app: &TestApp, id: i64, status: &str) -> Value {
     wait_for(app, id, status, |m| m["status"] == status).await
 }
 
-fn cache_of(app: &TestApp, repo: &str) -> PathBuf {
+pub(crate) fn cache_of(app: &TestApp, repo: &str) -> PathBuf {
     let (owner, name) = repo.split_once('/').unwrap();
     app.settings
         .cache_dir()
         .join(format!("models--{owner}--{name}"))
 }
 
-fn files_in(dir: &Path) -> Vec<String> {
+pub(crate) fn files_in(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use millm_testkit::{FakeHub, FakeRepo};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::downloads::{cache_of, download_body, files_in, wait_status};
 use crate::support::{spawn_app_with_hub, Db, TestApp};
 
 fn python() -> String {
@@ -74,40 +74,14 @@ fn repo(id: &str, seed: u64) -> (FakeRepo, Vec<String>) {
     (FakeRepo::from_dir(id, dir.path()).unwrap(), files)
 }
 
-async fn download(app: &TestApp, repo: &str) -> i64 {
-    let r = app
-        .post(
-            "/api/models",
-            json!({"source": "huggingface", "repo_id": repo}),
-        )
-        .await;
+async fn download(app: &TestApp, repo: &str) {
+    let r = app.post("/api/models", download_body(repo)).await;
     assert_eq!(r.status, 202, "{}", r.body);
-    let id = r.data()["id"].as_i64().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let m = app.get(&format!("/api/models/{id}")).await.data().clone();
-        match m["status"].as_str() {
-            Some("ready") => return id,
-            Some("downloading") => {}
-            _ => panic!("the download failed: {m}"),
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still downloading: {m}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_status(app, r.data()["id"].as_i64().unwrap(), "ready").await;
 }
 
-fn blobs(cache: &Path, repo: &str) -> Vec<String> {
-    let (owner, name) = repo.split_once('/').unwrap();
-    let mut out: Vec<String> =
-        std::fs::read_dir(cache.join(format!("models--{owner}--{name}/blobs")))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-    out.sort();
-    out
+fn blobs(app: &TestApp, repo: &str) -> Vec<String> {
+    files_in(&cache_of(app, repo).join("blobs"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +93,7 @@ async fn a_model_the_python_client_downloaded_is_reused_without_fetching_the_wei
     let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
     let cache = app.settings.cache_dir();
     python_fetch(Some(&hub.endpoint()), &cache, "test-org/py-first", &files).await;
-    let python_blobs = blobs(&cache, "test-org/py-first");
+    let python_blobs = blobs(&app, "test-org/py-first");
     assert_eq!(python_blobs.len(), files.len(), "{python_blobs:?}");
 
     let sent = hub.stats().bytes_sent();
@@ -130,7 +104,7 @@ async fn a_model_the_python_client_downloaded_is_reused_without_fetching_the_wei
         "only the safetensors header was read ({fetched} bytes, weights {weights})"
     );
     assert_eq!(
-        blobs(&cache, "test-org/py-first"),
+        blobs(&app, "test-org/py-first"),
         python_blobs,
         "the same blobs"
     );
