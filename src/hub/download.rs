@@ -307,6 +307,20 @@ impl Downloader {
             }
         }
         match first_error {
+            // The disk filled mid-file: say what the whole download still needs, not only the
+            // file that hit it, so that freeing that much is enough for the retry.
+            Some(HubError::InsufficientDisk { available, .. }) => {
+                let me = self.clone();
+                let plans = plans.to_vec();
+                let total: u64 = plans.iter().map(|p| p.size).sum();
+                let present = tokio::task::spawn_blocking(move || me.present_bytes(&plans))
+                    .await
+                    .map_err(|e| HubError::Failed(e.to_string()))?;
+                Err(HubError::InsufficientDisk {
+                    required: total.saturating_sub(present),
+                    available,
+                })
+            }
             Some(e) => Err(e),
             None if self.cancel.is_cancelled() => Err(HubError::Cancelled),
             None => Ok(()),
@@ -683,8 +697,9 @@ fn write_in_order(
     Ok((pos, digest.filter(|_| pos == size)))
 }
 
-/// A full disk (or quota) while writing becomes `InsufficientDisk` with what this file still
-/// needs; what was written stays, a true prefix, for a retry once there is room.
+/// A full disk (or quota) while writing becomes `InsufficientDisk` (`download_all` widens
+/// `required` to the whole download); what was written stays, a true prefix, for a retry
+/// once there is room.
 fn disk_error(e: std::io::Error, path: &Path, still_needed: u64) -> HubError {
     use std::io::ErrorKind;
     if !matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) {

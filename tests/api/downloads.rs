@@ -2,6 +2,7 @@
 //! no record, resume after a dropped connection and after a restart, cancel, checksum,
 //! traversal names, concurrency, retry and delete.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -501,10 +502,12 @@ async fn a_restart_mid_download_resumes_and_finishes(db: Db) {
 
     let blobs = cache_of(&app, "test-org/slow-llama").join("blobs");
     let (settings, dir) = app.stop_keeping_data().await;
-    assert!(
-        blobs.join(format!("{sha}.incomplete")).is_file(),
-        "the partial file is kept for a resume"
-    );
+    let partial = blobs.join(format!("{sha}.incomplete"));
+    assert!(partial.is_file(), "the partial file is kept for a resume");
+    // Bytes counted as received but still on their way to the disk at the stop are fetched
+    // again; what is on disk is the resume point.
+    let prefix = std::fs::metadata(&partial).unwrap().len();
+    assert!(prefix > 0, "the stop kept what was written");
     hub.set_repo_throttle("test-org/slow-llama", None);
 
     let app = spawn_with(settings, dir).await;
@@ -512,8 +515,8 @@ async fn a_restart_mid_download_resumes_and_finishes(db: Db) {
     assert!(m["error_message"].is_null());
     let resumed = hub.stats().resumed_ranges("model.safetensors");
     assert!(
-        resumed.iter().any(|&s| s >= 2 << 20),
-        "resumed with Range: {resumed:?}"
+        resumed.contains(&prefix),
+        "resumed from the {prefix} bytes on disk with Range: {resumed:?}"
     );
     assert_eq!(sha256_file(&blobs.join(&sha)), sha);
     assert!(!blobs.join(format!("{sha}.incomplete")).exists());
@@ -987,12 +990,29 @@ async fn a_download_larger_than_free_disk_is_refused_at_once() {
 }
 
 /// The disk fills up mid-download (another program took the space): the download stops with a
-/// clear error and keeps a true prefix; a retry once there is room finishes it.
+/// clear error that says what the whole download still needs, and keeps true prefixes; a retry
+/// once there is room finishes it. Two shards, so that more than one file is on its way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_that_fills_mid_download_stops_it_and_a_retry_finishes_it() {
-    let (repo, _dir) = tiny_repo("test-org/fills", 6);
-    let sha = repo.sha256_of("model.safetensors").unwrap().to_string();
-    let weights = repo.files["model.safetensors"].bytes.clone();
+    let dir = tempfile::tempdir().unwrap();
+    millm_testkit::TinyLlama {
+        seed: 6,
+        ..millm_testkit::TinyLlama::default()
+    }
+    .sharded(2)
+    .write(dir.path())
+    .unwrap();
+    let repo = FakeRepo::from_dir("test-org/fills", dir.path()).unwrap();
+    let total: u64 = repo.files.values().map(|f| f.bytes.len() as u64).sum();
+    // Blob name → (path, bytes): LFS files are named by sha256, plain git files by git sha1.
+    let by_sha: BTreeMap<String, (String, Vec<u8>)> = repo
+        .files
+        .iter()
+        .map(|(path, f)| {
+            let name = if f.lfs { &f.sha256 } else { &f.git_sha1 };
+            (name.clone(), (path.clone(), f.bytes.to_vec()))
+        })
+        .collect();
     let hub = hub_with(vec![repo.throttled(1 << 20)]).await;
     let (app, disk) = SmallDisk::app(&hub, 16).await;
     let r = app
@@ -1000,11 +1020,18 @@ async fn a_disk_that_fills_mid_download_stops_it_and_a_retry_finishes_it() {
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
     let id = r.data()["id"].as_i64().unwrap();
-    let incomplete = cache_of(&app, "test-org/fills")
-        .join("blobs")
-        .join(format!("{sha}.incomplete"));
+    let blobs = cache_of(&app, "test-org/fills").join("blobs");
+    let partials = || -> Vec<(String, Vec<u8>)> {
+        files_in(&blobs)
+            .into_iter()
+            .filter_map(|name| {
+                let sha = name.strip_suffix(".incomplete")?.to_string();
+                Some((sha, std::fs::read(blobs.join(&name)).unwrap()))
+            })
+            .collect()
+    };
     until("the weights begin to arrive", || {
-        std::fs::metadata(&incomplete).map(|m| m.len()).unwrap_or(0) > 0
+        partials().iter().any(|(_, bytes)| !bytes.is_empty())
     })
     .await;
     // Another program takes every free byte.
@@ -1017,9 +1044,23 @@ async fn a_disk_that_fills_mid_download_stops_it_and_a_retry_finishes_it() {
     let m = wait_status(&app, id, "error").await;
     let message = m["error_message"].as_str().unwrap();
     assert!(message.contains("Not enough disk space"), "{m}");
-    let partial = std::fs::read(&incomplete).unwrap();
-    assert!(!partial.is_empty() && partial.len() < weights.len());
-    assert!(partial[..] == weights[..partial.len()], "a true prefix");
+    let partials = partials();
+    assert!(!partials.is_empty());
+    for (sha, bytes) in &partials {
+        let (path, full) = &by_sha[sha];
+        assert!(bytes.len() < full.len(), "{path} is not complete");
+        assert!(bytes[..] == full[..bytes.len()], "{path}: a true prefix");
+    }
+    // The figure is what the whole download still needs: every byte not yet on disk.
+    let on_disk: u64 = files_in(&blobs)
+        .iter()
+        .map(|name| std::fs::metadata(blobs.join(name)).unwrap().len())
+        .sum();
+    let needed = total - on_disk;
+    assert!(
+        message.contains(&format!("needs {} MB", needed.div_ceil(1 << 20))),
+        "{message} (still needed: {needed} bytes)"
+    );
 
     std::fs::remove_file(&filler_path).unwrap();
     let r = app
@@ -1027,14 +1068,21 @@ async fn a_disk_that_fills_mid_download_stops_it_and_a_retry_finishes_it() {
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
     wait_status(&app, id, "ready").await;
-    let blob = cache_of(&app, "test-org/fills").join("blobs").join(&sha);
-    assert_eq!(sha256_file(&blob), sha);
-    assert!(
-        hub.stats()
-            .resumed_ranges("model.safetensors")
-            .contains(&(partial.len() as u64)),
-        "the retry resumed after the prefix"
-    );
+    for (sha, (path, _)) in by_sha
+        .iter()
+        .filter(|(_, (p, _))| p.ends_with(".safetensors"))
+    {
+        assert_eq!(&sha256_file(&blobs.join(sha)), sha, "{path}");
+    }
+    for (sha, bytes) in partials.iter().filter(|(_, b)| !b.is_empty()) {
+        let path = &by_sha[sha].0;
+        assert!(
+            hub.stats()
+                .resumed_ranges(path)
+                .contains(&(bytes.len() as u64)),
+            "the retry resumed {path} after its prefix"
+        );
+    }
     app.stop().await;
     drop(disk);
 }
