@@ -247,8 +247,18 @@ impl Downloader {
         })
     }
 
+    /// Bytes of `plans` not yet in the cache: the disk space the download still needs.
+    pub async fn missing_bytes(self: &Arc<Self>, plans: &[FilePlan]) -> Result<u64, HubError> {
+        let total: u64 = plans.iter().map(|p| p.size).sum();
+        let (me, plans) = (self.clone(), plans.to_vec());
+        let present = tokio::task::spawn_blocking(move || me.present_bytes(&plans))
+            .await
+            .map_err(|e| HubError::Failed(e.to_string()))?;
+        Ok(total.saturating_sub(present))
+    }
+
     /// Bytes of `plans` already in the cache (whole blobs and written prefixes).
-    pub fn present_bytes(&self, plans: &[FilePlan]) -> u64 {
+    fn present_bytes(&self, plans: &[FilePlan]) -> u64 {
         plans
             .iter()
             .map(|p| {
@@ -309,18 +319,10 @@ impl Downloader {
         match first_error {
             // The disk filled mid-file: say what the whole download still needs, not only the
             // file that hit it, so that freeing that much is enough for the retry.
-            Some(HubError::InsufficientDisk { available, .. }) => {
-                let me = self.clone();
-                let plans = plans.to_vec();
-                let total: u64 = plans.iter().map(|p| p.size).sum();
-                let present = tokio::task::spawn_blocking(move || me.present_bytes(&plans))
-                    .await
-                    .map_err(|e| HubError::Failed(e.to_string()))?;
-                Err(HubError::InsufficientDisk {
-                    required: total.saturating_sub(present),
-                    available,
-                })
-            }
+            Some(HubError::InsufficientDisk { available, .. }) => Err(HubError::InsufficientDisk {
+                required: self.missing_bytes(plans).await?,
+                available,
+            }),
             Some(e) => Err(e),
             None if self.cancel.is_cancelled() => Err(HubError::Cancelled),
             None => Ok(()),

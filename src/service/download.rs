@@ -597,18 +597,11 @@ impl Services {
             ErrorContext::new(&repo, &commit, None, token.is_some()),
         );
         let total: u64 = plans.iter().map(|p| p.size).sum();
-        let present = {
-            let d = downloader.clone();
-            let p = plans.clone();
-            tokio::task::spawn_blocking(move || d.present_bytes(&p))
-                .await
-                .map_err(|e| HubError::Failed(e.to_string()))?
-        };
+        let required = downloader.missing_bytes(&plans).await?;
         let dir = self.settings.cache_dir();
         let available = tokio::task::spawn_blocking(move || fs4::available_space(&dir))
             .await
             .map_err(|e| HubError::Failed(e.to_string()))??;
-        let required = total.saturating_sub(present);
         if required > available {
             return Err(HubError::InsufficientDisk {
                 required,
