@@ -26,6 +26,8 @@ use crate::{api, web};
 #[derive(Clone)]
 pub struct AppState {
     pub services: Services,
+    /// The serialized rows of `GET /api/models`, per registry generation.
+    pub model_list: Arc<api::models::ListCache>,
 }
 
 /// A built application, bound to its port but not yet serving.
@@ -65,7 +67,10 @@ impl App {
         services.reconcile().await?;
         let auto = services.clone();
         tokio::spawn(async move { auto.auto_load().await });
-        let state = AppState { services };
+        let state = AppState {
+            services,
+            model_list: Arc::default(),
+        };
 
         let router = api::router()
             .fallback(fallback)
@@ -116,7 +121,7 @@ impl App {
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await?;
         self.state.services.wind_down().await;
-        self.state.services.store.close().await;
+        self.state.services.close().await;
         Ok(())
     }
 }
@@ -140,11 +145,12 @@ fn cors_layer(settings: &Settings) -> CorsLayer {
     }
 }
 
-/// Unknown `/api` paths answer 404 in the envelope; everything else is the web UI.
+/// Unknown `/api` paths answer 404 in the envelope; everything else is the web UI, which gives
+/// the page to GET and HEAD only (see [`web::serve`]).
 async fn fallback(method: Method, uri: Uri) -> Response {
     if uri.path() == "/api" || uri.path().starts_with("/api/") {
         api::not_found(method, uri).await.into_response()
     } else {
-        web::serve(uri).await
+        web::serve(method, uri).await
     }
 }

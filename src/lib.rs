@@ -24,5 +24,7 @@ pub mod metrics;
 pub mod service;
 /// The model registry on SQLite or PostgreSQL.
 pub mod store;
+/// The poisoned-lock rule, once.
+pub mod sync;
 /// The embedded web UI.
 pub mod web;

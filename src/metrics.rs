@@ -201,14 +201,13 @@ pub fn download_bytes(n: u64) {
     METRICS.download_bytes.inc_by(n);
 }
 
-/// A download job started (also a retry or a resume at start-up).
-pub fn download_started() {
-    METRICS.downloads_active.inc();
+/// The downloads running now, as the app's download table holds them at scrape time.
+pub fn downloads_active(count: usize) {
+    METRICS.downloads_active.set(clamp(count as u64));
 }
 
-/// A download job ended after `duration`; pairs with one `download_started`.
+/// A download job ended after `duration`.
 pub fn download_finished(duration: Duration, outcome: DownloadOutcome) {
-    METRICS.downloads_active.dec();
     METRICS
         .download_duration
         .with_label_values(&[outcome.as_str()])
@@ -296,7 +295,7 @@ mod tests {
     #[test]
     fn download_functions_show_in_the_rendering() {
         let before = render();
-        download_started();
+        downloads_active(1);
         download_bytes(1234);
         download_finished(Duration::from_millis(1500), DownloadOutcome::Cancelled);
         let after = render();

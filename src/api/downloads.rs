@@ -32,7 +32,15 @@ async fn preview(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<PreviewRequest>,
 ) -> AppResult<ApiOk<ModelPreviewResponse>> {
-    Ok(ok(state.services.preview(req).await?))
+    let preview = state
+        .services
+        .preview(
+            &req.repo_id,
+            req.revision.as_deref(),
+            req.hf_token.as_deref(),
+        )
+        .await?;
+    Ok(ok(preview.into()))
 }
 
 /// Stops a running download now: the partial files are removed and the model goes to `error`
@@ -47,7 +55,7 @@ async fn cancel(
     State(state): State<AppState>,
     IdPath(id): IdPath,
 ) -> AppResult<ApiOk<ModelResponse>> {
-    Ok(ok(state.services.cancel_download(id).await?))
+    Ok(ok(state.services.cancel_download(id).await?.into()))
 }
 
 /// Restarts a failed, cancelled or interrupted download, resuming what is on disk. The optional
@@ -67,5 +75,5 @@ async fn retry(
 ) -> AppResult<ApiOk<ModelResponse>> {
     let token = body.and_then(|b| b.hf_token);
     let model = state.services.retry_download(id, token).await?;
-    Ok(ApiOk(StatusCode::ACCEPTED, model))
+    Ok(ApiOk(StatusCode::ACCEPTED, model.into()))
 }

@@ -32,7 +32,7 @@ async fn load_model(
     IdPath(id): IdPath,
 ) -> AppResult<ApiOk<ModelResponse>> {
     let model = state.services.load_model(id).await?;
-    Ok(ApiOk(StatusCode::ACCEPTED, model))
+    Ok(ApiOk(StatusCode::ACCEPTED, model.into()))
 }
 
 /// Waits for requests using the model (up to GRACEFUL_UNLOAD_TIMEOUT), frees its memory, and
@@ -48,5 +48,5 @@ async fn unload_model(
     State(state): State<AppState>,
     IdPath(id): IdPath,
 ) -> AppResult<ApiOk<ModelResponse>> {
-    Ok(ok(state.services.unload_model(id).await?))
+    Ok(ok(state.services.unload_model(id).await?.into()))
 }

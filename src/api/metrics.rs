@@ -1,5 +1,6 @@
 //! `GET /metrics`: Prometheus text format, outside `/api` and its envelope. The loaded model's
-//! and the device's memory are read from this app's state at scrape time.
+//! and the device's memory and the running downloads are read from this app's state at scrape
+//! time.
 
 use axum::extract::State;
 use axum::http::header;
@@ -16,10 +17,9 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
-    let devices = state.services.devices.clone();
-    if let Ok(dev) = tokio::task::spawn_blocking(move || devices.current()).await {
-        metrics::device_memory(&dev.name, dev.total_bytes, dev.free_bytes);
-    }
+    let dev = state.services.device_memory().await;
+    metrics::device_memory(&dev.name, dev.total_bytes, dev.free_bytes);
+    metrics::downloads_active(state.services.running_downloads());
     metrics::loaded_memory(
         state
             .services

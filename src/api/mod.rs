@@ -29,16 +29,6 @@ struct OkEnvelope<'a, T> {
     error: Option<()>,
 }
 
-/// A success envelope serialized to bytes.
-pub fn envelope_bytes<T: Serialize>(data: &T) -> Result<bytes::Bytes, serde_json::Error> {
-    let body = OkEnvelope {
-        success: true,
-        data,
-        error: None,
-    };
-    serde_json::to_vec(&body).map(bytes::Bytes::from)
-}
-
 impl<T: Serialize> IntoResponse for ApiOk<T> {
     fn into_response(self) -> Response {
         // Serialized straight to bytes: no intermediate JSON tree for large lists.

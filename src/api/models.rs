@@ -6,11 +6,17 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use std::sync::{Arc, Mutex};
+
 use super::extract::{ApiJson, IdPath};
 use super::schema::{DeleteResponse, Envelope, ModelDownloadRequest, ModelResponse};
 use super::{ok, ApiOk};
 use crate::app::AppState;
+use crate::domain::{Quantization, Source};
 use crate::error::{AppError, AppResult, ErrorBody};
+use crate::service::Services;
+use crate::store::ModelRecord;
+use crate::sync::lock;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -22,27 +28,83 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/api/models", tag = "models",
     responses((status = 200, description = "All models", body = Envelope<Vec<ModelResponse>>)))]
 async fn list_models(State(state): State<AppState>) -> AppResult<Response> {
+    let rows = state.model_list.rows(&state.services).await?;
     let services = &state.services;
-    // Clients poll this list; while nothing changes (no live download, same registry
-    // generation, same loaded model) the serialized body is reused.
-    let generation = services.store.generation();
-    let loaded = services.loaded();
-    let live = services.downloads_live();
-    if !live {
-        if let Some(body) = services.cached_list_body(generation, &loaded) {
-            return Ok(json_bytes(body));
+    let mut body = Vec::with_capacity(rows.bytes + 64);
+    body.extend_from_slice(br#"{"success":true,"data":["#);
+    for (i, row) in rows.rows.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        match row {
+            ListRow::Fixed(bytes) => body.extend_from_slice(bytes),
+            ListRow::Live(record) => {
+                let view = ModelResponse::from(services.view(record.clone()));
+                serde_json::to_writer(&mut body, &view).map_err(AppError::internal)?;
+            }
         }
     }
-    let list = services.list_models().await?;
-    let body = super::envelope_bytes(&list).map_err(AppError::internal)?;
-    if !live {
-        services.cache_list_body(generation, loaded, body.clone());
-    }
-    Ok(json_bytes(body))
+    body.extend_from_slice(br#"],"error":null}"#);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Bytes::from(body),
+    )
+        .into_response())
 }
 
-fn json_bytes(body: Bytes) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+/// The rows of `GET /api/models`, kept for one registry generation: clients poll this list,
+/// and at 10,000 rows reading and serializing them costs tens of milliseconds. A row whose
+/// figures move without a registry change (a download's bytes, the loaded model's facts) is
+/// kept as its record and serialized again on every request.
+#[derive(Default)]
+pub struct ListCache(Mutex<Option<Arc<ListRows>>>);
+
+/// One generation's rows.
+pub struct ListRows {
+    generation: u64,
+    rows: Vec<ListRow>,
+    /// Bytes of the fixed rows, to size the body.
+    bytes: usize,
+}
+
+enum ListRow {
+    Fixed(Bytes),
+    Live(ModelRecord),
+}
+
+impl ListCache {
+    /// The rows of the current generation, read and serialized again when it has moved.
+    async fn rows(&self, services: &Services) -> AppResult<Arc<ListRows>> {
+        // Read before the records: a change that lands in between makes the next request
+        // read again, never a stale list live on.
+        let generation = services.registry_generation();
+        if let Some(rows) = lock(&self.0)
+            .as_ref()
+            .filter(|r| r.generation == generation)
+        {
+            return Ok(rows.clone());
+        }
+        let records = services.list_records().await?;
+        let mut bytes = 0;
+        let mut rows = Vec::with_capacity(records.len());
+        for record in records {
+            if Services::has_live_figures(&record) {
+                rows.push(ListRow::Live(record));
+            } else {
+                let view = ModelResponse::from(services.view(record));
+                let fixed = Bytes::from(serde_json::to_vec(&view).map_err(AppError::internal)?);
+                bytes += fixed.len() + 1;
+                rows.push(ListRow::Fixed(fixed));
+            }
+        }
+        let rows = Arc::new(ListRows {
+            generation,
+            rows,
+            bytes,
+        });
+        *lock(&self.0) = Some(rows.clone());
+        Ok(rows)
+    }
 }
 
 /// One model.
@@ -56,7 +118,7 @@ async fn get_model(
     State(state): State<AppState>,
     IdPath(id): IdPath,
 ) -> AppResult<ApiOk<ModelResponse>> {
-    Ok(ok(state.services.get_model(id).await?))
+    Ok(ok(state.services.get_model(id).await?.into()))
 }
 
 /// Starts a Hub download (`downloading`) or registers a local folder (`ready`).
@@ -75,8 +137,26 @@ async fn create_model(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ModelDownloadRequest>,
 ) -> AppResult<ApiOk<ModelResponse>> {
-    let model = state.services.create_model(req).await?;
-    Ok(ApiOk(StatusCode::ACCEPTED, model))
+    let services = &state.services;
+    let quantization = req.quantization.unwrap_or(Quantization::Q4);
+    let model = match req.source {
+        Source::Local => {
+            services
+                .register_local(
+                    req.local_path.as_deref(),
+                    quantization,
+                    req.custom_name.as_deref(),
+                )
+                .await?
+        }
+        Source::Huggingface => {
+            let custom_name = req.custom_name.clone();
+            services
+                .start_download(req.into(), quantization, custom_name)
+                .await?
+        }
+    };
+    Ok(ApiOk(StatusCode::ACCEPTED, model.into()))
 }
 
 /// Removes the record and the files this server downloaded for it — never a local model's
@@ -91,5 +171,5 @@ async fn delete_model(
     State(state): State<AppState>,
     IdPath(id): IdPath,
 ) -> AppResult<ApiOk<DeleteResponse>> {
-    Ok(ok(state.services.delete_model(id).await?))
+    Ok(ok(state.services.delete_model(id).await?.into()))
 }

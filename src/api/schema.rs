@@ -5,6 +5,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{ModelStatus, Quantization, Source};
 use crate::error::ErrorBody;
+use crate::service::{Deleted, DownloadOrder, ModelView, Preview};
 
 /// The envelope every `/api` response is wrapped in.
 #[derive(Debug, Serialize, ToSchema)]
@@ -176,4 +177,105 @@ pub struct ModelPreviewResponse {
 pub struct RetryRequest {
     /// Hub token for this retry only; never stored.
     pub hf_token: Option<String>,
+}
+
+impl From<ModelView> for ModelResponse {
+    fn from(view: ModelView) -> Self {
+        let ModelView {
+            record: r,
+            download,
+            loaded,
+        } = view;
+        ModelResponse {
+            id: r.id,
+            name: r.name,
+            source: r.source,
+            repo_id: r.repo_id,
+            revision: r.revision,
+            local_path: r.local_path,
+            params: r.params,
+            architecture: r.architecture,
+            quantization: r.quantization,
+            disk_size_mb: r.disk_size_mb,
+            estimated_memory_mb: r.estimated_memory_mb,
+            status: r.status,
+            error_message: r.error_message,
+            download_progress: download.map(|p| i64::from(p.percent())),
+            downloaded_bytes: download.map(|p| p.downloaded_bytes as i64),
+            total_bytes: download.map(|p| p.total_bytes as i64),
+            speed_bps: download.map(|p| p.speed_bps as i64),
+            created_at: Some(r.created_at),
+            updated_at: Some(r.updated_at),
+            loaded_at: r.loaded_at,
+            num_parameters: loaded.as_ref().map(|l| l.num_parameters as i64),
+            memory_footprint: loaded.as_ref().map(|l| l.memory_footprint as i64),
+            device: loaded.as_ref().map(|l| l.device.clone()),
+            dtype: loaded.map(|l| l.dtype),
+        }
+    }
+}
+
+impl From<Deleted> for DeleteResponse {
+    fn from(d: Deleted) -> Self {
+        DeleteResponse {
+            id: d.id,
+            deleted: true,
+            freed_bytes: d.freed_bytes,
+        }
+    }
+}
+
+impl From<Preview> for ModelPreviewResponse {
+    fn from(p: Preview) -> Self {
+        let size = |q: Quantization| {
+            let s = p.size(q);
+            SizeEstimate {
+                disk_mb: s.disk_mb,
+                memory_mb: s.memory_mb,
+            }
+        };
+        let estimated_sizes = EstimatedSizes {
+            FP32: size(Quantization::FP32),
+            FP16: size(Quantization::FP16),
+            Q8: size(Quantization::Q8),
+            Q4: size(Quantization::Q4),
+            Q2: size(Quantization::Q2),
+        };
+        ModelPreviewResponse {
+            name: p.name,
+            params: p.params,
+            architecture: p.architecture,
+            is_gated: p.is_gated,
+            requires_trust_remote_code: p.requires_trust_remote_code,
+            estimated_sizes,
+            downloads: p.downloads,
+            likes: p.likes,
+            tags: p.tags,
+            pipeline_tag: p.pipeline_tag,
+            model_type: p.model_type,
+            architectures: p.architectures,
+            license: p.license,
+            language: p.language,
+            files: p
+                .files
+                .into_iter()
+                .map(|f| PreviewFile {
+                    path: f.path,
+                    size: f.size,
+                })
+                .collect(),
+            has_access: p.has_access,
+        }
+    }
+}
+
+impl From<ModelDownloadRequest> for DownloadOrder {
+    fn from(req: ModelDownloadRequest) -> Self {
+        DownloadOrder {
+            repo_id: req.repo_id,
+            revision: req.revision,
+            hf_token: req.hf_token,
+            trust_remote_code: req.trust_remote_code.unwrap_or(false),
+        }
+    }
 }

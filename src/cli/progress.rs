@@ -14,6 +14,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use super::client::{Client, ClientError};
 use crate::api::schema::ModelResponse;
 use crate::domain::ModelStatus;
+use crate::events::{Event, JobError};
 
 /// The download bar: title, bar, bytes, speed (indicatif's estimate) and time left.
 const DOWNLOAD_TEMPLATE: &str =
@@ -118,10 +119,13 @@ impl Follow {
             };
             match event {
                 Some((name, payload)) => {
-                    if payload["modelId"].as_i64() != Some(id) {
+                    let Some(event) = Event::parse(&name, payload) else {
+                        continue;
+                    };
+                    if event.model_id() != id {
                         continue;
                     }
-                    if let Some(update) = from_event(self.job, &name, &payload) {
+                    if let Some(update) = from_event(self.job, event) {
                         return Ok(update);
                     }
                 }
@@ -184,34 +188,28 @@ async fn connect(base: &str) -> Result<(SocketClient, UnboundedReceiver<(String,
     }
 }
 
-fn error_of(payload: &Value) -> Update {
+fn failed(error: JobError) -> Update {
     Update::Failed {
-        code: payload["error"]["code"]
-            .as_str()
-            .unwrap_or("INTERNAL_ERROR")
-            .to_string(),
-        message: payload["error"]["message"]
-            .as_str()
-            .unwrap_or("the job failed")
-            .to_string(),
+        code: error.code,
+        message: error.message,
     }
 }
 
 /// The update an event carries, if it concerns `job`.
-pub fn from_event(job: Job, name: &str, payload: &Value) -> Option<Update> {
-    match (job, name) {
-        (Job::Download, "model:download:progress") => Some(Update::Downloading {
-            downloaded: payload["downloadedBytes"].as_u64().unwrap_or(0),
-            total: payload["totalBytes"].as_u64().unwrap_or(0),
+pub fn from_event(job: Job, event: Event) -> Option<Update> {
+    match (job, event) {
+        (Job::Download, Event::DownloadProgress(p)) => Some(Update::Downloading {
+            downloaded: p.downloaded_bytes,
+            total: p.total_bytes,
         }),
-        (Job::Download, "model:download:complete") => Some(Update::Done),
-        (Job::Download, "model:download:error") => Some(error_of(payload)),
-        (Job::Load, "model:load:progress") => Some(Update::Loading {
-            stage: payload["stage"].as_str().unwrap_or("loading").to_string(),
-            progress: payload["progress"].as_u64().unwrap_or(0),
+        (Job::Download, Event::DownloadComplete(_)) => Some(Update::Done),
+        (Job::Download, Event::DownloadError(e)) => Some(failed(e.error)),
+        (Job::Load, Event::LoadProgress(p)) => Some(Update::Loading {
+            stage: p.stage,
+            progress: u64::from(p.progress),
         }),
-        (Job::Load, "model:load:complete") => Some(Update::Done),
-        (Job::Load, "model:load:error") => Some(error_of(payload)),
+        (Job::Load, Event::LoadComplete(_)) => Some(Update::Done),
+        (Job::Load, Event::LoadError(e)) => Some(failed(e.error)),
         _ => None,
     }
 }
@@ -363,18 +361,22 @@ mod tests {
 
     #[test]
     fn events_of_the_other_job_are_ignored() {
-        let p = json!({"modelId": 1, "downloadedBytes": 5, "totalBytes": 10});
+        let p = json!({"modelId": 1, "progress": 50, "downloadedBytes": 5, "totalBytes": 10, "speedBps": 0});
+        let p = |name: &str| Event::parse(name, p.clone()).unwrap();
         assert_eq!(
-            from_event(Job::Download, "model:download:progress", &p),
+            from_event(Job::Download, p("model:download:progress")),
             Some(Update::Downloading {
                 downloaded: 5,
                 total: 10
             })
         );
-        assert_eq!(from_event(Job::Load, "model:download:progress", &p), None);
+        assert_eq!(from_event(Job::Load, p("model:download:progress")), None);
         let e = json!({"modelId": 1, "error": {"code": "DOWNLOAD_CANCELLED", "message": "Download cancelled by user"}});
         assert_eq!(
-            from_event(Job::Download, "model:download:error", &e),
+            from_event(
+                Job::Download,
+                Event::parse("model:download:error", e).unwrap()
+            ),
             Some(Update::Failed {
                 code: "DOWNLOAD_CANCELLED".into(),
                 message: "Download cancelled by user".into()

@@ -104,10 +104,7 @@ impl Devices {
 
     /// System memory: (total, available) bytes.
     pub fn system_memory(&self) -> (u64, u64) {
-        let mut sys = match self.system.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut sys = crate::sync::lock(&self.system);
         sys.refresh_memory();
         (sys.total_memory(), sys.available_memory())
     }
@@ -132,5 +129,20 @@ impl Devices {
             free_bytes: free,
             gpu: gpu.map(|g| g.0),
         }
+    }
+
+    /// [`Devices::current`] on a blocking thread (NVML and `/proc` reads block). Should that
+    /// thread fail, the device is reported with no memory rather than failing the caller.
+    pub async fn read(&self) -> DeviceInfo {
+        let devices = self.clone();
+        let fallback = DeviceInfo {
+            name: if self.use_cuda { "cuda:0" } else { "cpu" }.into(),
+            total_bytes: 0,
+            free_bytes: 0,
+            gpu: None,
+        };
+        tokio::task::spawn_blocking(move || devices.current())
+            .await
+            .unwrap_or(fallback)
     }
 }

@@ -10,7 +10,9 @@ pub use device::{DeviceInfo, Devices};
 pub use estimate::{estimate, Estimate, TargetFormat};
 pub use inspect::{inspect_folder, parse_header, CheckpointInfo, TensorMeta};
 pub use loader::{load_blocking, LoadRequest, LoadedModel, Weight};
-pub use runtime::{Engine, Lease};
+pub use runtime::{
+    Engine, EngineFacts, Lease, LoadJob, LoadTicket, LoadUpdate, LoadedFacts, Unloaded,
+};
 
 /// Engine errors. Conversions into the API error live in `error.rs`.
 #[derive(Debug, thiserror::Error)]

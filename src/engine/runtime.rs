@@ -1,24 +1,103 @@
-//! The one model in memory and the leases on it. Whoever uses the loaded model (the coming
-//! inference endpoints; tests) takes a [`Lease`]; an unload waits for leases to end, up to a
-//! timeout, then revokes them and unloads anyway.
+//! The engine task: the one owner of the loaded model. Callers send it requests over a channel
+//! and get their answers over oneshot channels, as TEI and TGI route work to their backends:
+//! reserve and run a load, unload, take a lease. What is loaded is published on a watch channel,
+//! so that views read it without a round trip.
 //!
-//! Lock order: `ops` (async, serialises load/unload) before `slot` (sync, never held across
-//! an await).
+//! Loads and unloads run one at a time, in the order asked. Leases are answered at once, even
+//! while an unload waits for leases to end: an unload takes the model out of reach first (new
+//! leases are refused), gives the current ones up to the graceful timeout to end, then revokes
+//! them. At shutdown the task cancels a running load and waits for it to stop.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::loader::LoadedModel;
+use super::loader::{load_blocking, LoadRequest, LoadedModel};
+use super::EngineError;
 
-struct Slot {
+/// What the engine holds, as views show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineFacts {
+    /// The loaded model, while it can be leased.
+    pub loaded: Option<LoadedFacts>,
+    /// The model a load is reserved or running for.
+    pub loading: Option<i64>,
+}
+
+/// What the loaded model holds, shown only while it is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedFacts {
+    pub model_id: i64,
+    pub num_parameters: u64,
+    pub memory_footprint: u64,
+    pub device: String,
+    pub dtype: String,
+}
+
+/// What an unload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unloaded {
+    pub model_id: i64,
+    /// Leases still held when the timeout ran out (revoked).
+    pub revoked_leases: usize,
+}
+
+/// What a running load reports before its result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadUpdate {
+    /// The model loaded before was unloaded to make room.
+    Unloaded(Unloaded),
+    /// A stage and its percent.
+    Progress { stage: String, progress: u8 },
+}
+
+/// A load under way: its updates, then its result.
+pub struct LoadJob {
+    pub updates: mpsc::UnboundedReceiver<LoadUpdate>,
+    pub done: oneshot::Receiver<Result<LoadedFacts, EngineError>>,
+}
+
+/// The right to run the one load. Dropped without [`LoadTicket::start`], it frees the slot.
+pub struct LoadTicket {
     model_id: i64,
-    model: Arc<LoadedModel>,
-    revoke: CancellationToken,
-    leases: Arc<LeaseCount>,
+    tx: mpsc::UnboundedSender<Command>,
+    started: bool,
+}
+
+impl LoadTicket {
+    /// Runs the load: the loaded model (if any) is unloaded first, waiting up to
+    /// `unload_timeout` for its leases.
+    pub fn start(mut self, request: LoadRequest, unload_timeout: Duration) -> LoadJob {
+        self.started = true;
+        let (updates_tx, updates) = mpsc::unbounded_channel();
+        let (done_tx, done) = oneshot::channel();
+        let sent = self.tx.send(Command::Run(Op::Load {
+            model_id: self.model_id,
+            request,
+            unload_timeout,
+            updates: updates_tx,
+            done: done_tx,
+        }));
+        if let Err(mpsc::error::SendError(Command::Run(Op::Load { done, .. }))) = sent {
+            let _ = done.send(Err(EngineError::Cancelled));
+        }
+        LoadJob { updates, done }
+    }
+}
+
+impl Drop for LoadTicket {
+    fn drop(&mut self) {
+        if !self.started {
+            let _ = self.tx.send(Command::Release);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -61,68 +140,200 @@ impl Drop for Lease {
     }
 }
 
-/// What an unload did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unloaded {
-    pub model_id: i64,
-    /// Leases still held when the timeout ran out (revoked).
-    pub revoked_leases: usize,
-}
-
-/// The owner of "one model loaded".
-#[derive(Clone, Default)]
+/// The handle callers hold; cheap to clone.
+#[derive(Clone)]
 pub struct Engine {
-    slot: Arc<Mutex<Option<Slot>>>,
-    ops: Arc<tokio::sync::Mutex<()>>,
-    loading: Arc<AtomicBool>,
-}
-
-/// Held while a load runs; only one exists at a time.
-pub struct LoadTicket {
-    flag: Arc<AtomicBool>,
-}
-
-impl Drop for LoadTicket {
-    fn drop(&mut self) {
-        self.flag.store(false, Ordering::Release);
-    }
+    tx: mpsc::UnboundedSender<Command>,
+    facts: watch::Receiver<EngineFacts>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Engine {
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Slot>> {
-        match self.slot.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
+    /// Starts the engine task; it stops (after a running load) when `shutdown` is cancelled.
+    pub fn spawn(shutdown: CancellationToken) -> Engine {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (facts_tx, facts) = watch::channel(EngineFacts::default());
+        let actor = Actor {
+            slot: None,
+            reserved: None,
+            queue: VecDeque::new(),
+            facts: facts_tx,
+            shutdown,
+        };
+        let task = tokio::spawn(actor.run(rx));
+        Engine {
+            tx,
+            facts,
+            task: Arc::new(Mutex::new(Some(task))),
         }
     }
 
-    /// Claims the one load; `None` while another load runs.
-    pub fn try_begin_load(&self) -> Option<LoadTicket> {
-        self.loading
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .ok()
-            .map(|_| LoadTicket {
-                flag: self.loading.clone(),
-            })
+    /// What is loaded (and loading) now.
+    pub fn facts(&self) -> EngineFacts {
+        self.facts.borrow().clone()
     }
 
-    /// The id of the loaded model, if any.
-    pub fn loaded_id(&self) -> Option<i64> {
-        self.slot().as_ref().map(|s| s.model_id)
+    /// Claims the one load for `model_id`; `None` while another load is reserved or running.
+    pub async fn reserve_load(&self, model_id: i64) -> Option<LoadTicket> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Reserve { model_id, reply }).ok()?;
+        answer.await.ok()?.then(|| LoadTicket {
+            model_id,
+            tx: self.tx.clone(),
+            started: false,
+        })
     }
 
-    /// Bytes the loaded model holds (0 when none).
-    pub fn loaded_bytes(&self) -> u64 {
-        self.slot()
-            .as_ref()
-            .map(|s| s.model.footprint_bytes)
-            .unwrap_or(0)
+    /// Unloads the loaded model (if it is `model_id`, or any when `None`), after the loads and
+    /// unloads asked before it. `None` when that model is not loaded.
+    pub async fn unload(&self, model_id: Option<i64>, timeout: Duration) -> Option<Unloaded> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Run(Op::Unload {
+                model_id,
+                timeout,
+                reply,
+            }))
+            .ok()?;
+        answer.await.ok()?
     }
 
     /// A lease on the loaded model if it is `model_id` (or any model when `None`).
-    pub fn lease(&self, model_id: Option<i64>) -> Option<Lease> {
-        let slot = self.slot();
-        let s = slot.as_ref()?;
+    pub async fn lease(&self, model_id: Option<i64>) -> Option<Lease> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::Lease { model_id, reply }).ok()?;
+        answer.await.ok()?
+    }
+
+    /// Waits for the task to end (after the shutdown token is cancelled), at most `limit`.
+    pub async fn join(&self, limit: Duration) {
+        let task = crate::sync::lock(&self.task).take();
+        if let Some(task) = task {
+            if tokio::time::timeout(limit, task).await.is_err() {
+                tracing::warn!("the engine did not stop in time");
+            }
+        }
+    }
+}
+
+enum Command {
+    Reserve {
+        model_id: i64,
+        reply: oneshot::Sender<bool>,
+    },
+    Release,
+    Lease {
+        model_id: Option<i64>,
+        reply: oneshot::Sender<Option<Lease>>,
+    },
+    /// A load or an unload, run after those asked before it.
+    Run(Op),
+}
+
+enum Op {
+    Load {
+        model_id: i64,
+        request: LoadRequest,
+        unload_timeout: Duration,
+        updates: mpsc::UnboundedSender<LoadUpdate>,
+        done: oneshot::Sender<Result<LoadedFacts, EngineError>>,
+    },
+    Unload {
+        model_id: Option<i64>,
+        timeout: Duration,
+        reply: oneshot::Sender<Option<Unloaded>>,
+    },
+}
+
+/// The loaded model and what tracks its leases.
+struct Slot {
+    model_id: i64,
+    model: Arc<LoadedModel>,
+    revoke: CancellationToken,
+    leases: Arc<LeaseCount>,
+}
+
+/// How a load or an unload ended, back in the task.
+enum OpDone {
+    Loaded {
+        model_id: i64,
+        result: Result<LoadedModel, EngineError>,
+        done: oneshot::Sender<Result<LoadedFacts, EngineError>>,
+    },
+    Unloaded,
+}
+
+struct Actor {
+    slot: Option<Slot>,
+    /// The model whose load is reserved or running.
+    reserved: Option<i64>,
+    /// Loads and unloads waiting for the one running.
+    queue: VecDeque<Op>,
+    facts: watch::Sender<EngineFacts>,
+    shutdown: CancellationToken,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut running: Option<BoxFuture<'static, OpDone>> = None;
+        let mut stopping = false;
+        loop {
+            if running.is_none() && !stopping {
+                if let Some(next) = self.queue.pop_front() {
+                    running = Some(self.start(next));
+                }
+            }
+            if stopping && running.is_none() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                done = poll_running(&mut running) => {
+                    running = None;
+                    self.finish(done);
+                }
+                _ = self.shutdown.cancelled(), if !stopping => stopping = true,
+                command = rx.recv(), if !stopping => match command {
+                    Some(command) => self.handle(command),
+                    None => stopping = true,
+                },
+            }
+        }
+        // Whatever still waits is answered; the model is dropped with the task.
+        for op in self.queue.drain(..) {
+            if let Op::Load { done, .. } = op {
+                let _ = done.send(Err(EngineError::Cancelled));
+            }
+        }
+        self.slot = None;
+        self.reserved = None;
+        self.publish();
+        release_freed_memory();
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Reserve { model_id, reply } => {
+                let granted = self.reserved.is_none();
+                if granted {
+                    self.reserved = Some(model_id);
+                    self.publish();
+                }
+                let _ = reply.send(granted);
+            }
+            Command::Release => {
+                self.reserved = None;
+                self.publish();
+            }
+            Command::Lease { model_id, reply } => {
+                let _ = reply.send(self.lease(model_id));
+            }
+            Command::Run(op) => self.queue.push_back(op),
+        }
+    }
+
+    fn lease(&self, model_id: Option<i64>) -> Option<Lease> {
+        let s = self.slot.as_ref()?;
         if model_id.is_some_and(|id| id != s.model_id) {
             return None;
         }
@@ -135,51 +346,163 @@ impl Engine {
         })
     }
 
-    /// Serialises load and unload steps.
-    pub async fn lock_ops(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.ops.lock().await
-    }
-
-    /// Makes `model` the loaded one. The caller holds `lock_ops` and has unloaded the previous.
-    pub fn install(&self, model_id: i64, model: LoadedModel) {
-        *self.slot() = Some(Slot {
-            model_id,
-            model: Arc::new(model),
-            revoke: CancellationToken::new(),
-            leases: Arc::new(LeaseCount::default()),
-        });
-    }
-
-    /// Unloads the loaded model (if it is `model_id`, or any when `None`): new leases are
-    /// refused at once, current ones get `timeout` to end, then are revoked. The caller holds
-    /// `lock_ops`.
-    pub async fn unload(&self, model_id: Option<i64>, timeout: Duration) -> Option<Unloaded> {
-        let slot = {
-            let mut guard = self.slot();
-            match guard.as_ref() {
-                Some(s) if model_id.is_none_or(|id| id == s.model_id) => guard.take(),
-                _ => None,
+    /// Starts a queued load or unload; the model leaves reach (no new leases) at once.
+    fn start(&mut self, op: Op) -> BoxFuture<'static, OpDone> {
+        match op {
+            Op::Unload {
+                model_id,
+                timeout,
+                reply,
+            } => {
+                let slot = match &self.slot {
+                    Some(s) if model_id.is_none_or(|id| id == s.model_id) => self.slot.take(),
+                    _ => None,
+                };
+                self.publish();
+                async move {
+                    let unloaded = match slot {
+                        Some(slot) => Some(drain(slot, timeout).await),
+                        None => None,
+                    };
+                    let _ = reply.send(unloaded);
+                    OpDone::Unloaded
+                }
+                .boxed()
             }
-        }?;
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = slot.leases.released.notified();
-            if slot.leases.active.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                break;
+            Op::Load {
+                model_id,
+                request,
+                unload_timeout,
+                updates,
+                done,
+            } => {
+                let previous = self.slot.take();
+                self.publish();
+                let cancel = self.shutdown.child_token();
+                async move {
+                    if let Some(previous) = previous {
+                        let unloaded = drain(previous, unload_timeout).await;
+                        let _ = updates.send(LoadUpdate::Unloaded(unloaded));
+                    }
+                    let result = if cancel.is_cancelled() {
+                        Err(EngineError::Cancelled)
+                    } else {
+                        let progress = updates.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let report = move |stage: &str, progress_pct: u8| {
+                                let _ = progress.send(LoadUpdate::Progress {
+                                    stage: stage.to_string(),
+                                    progress: progress_pct,
+                                });
+                            };
+                            load_blocking(&request, &cancel, &report)
+                        })
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(EngineError::BadCheckpoint(format!(
+                                "the loader stopped unexpectedly: {e}"
+                            )))
+                        })
+                    };
+                    drop(updates);
+                    OpDone::Loaded {
+                        model_id,
+                        result,
+                        done,
+                    }
+                }
+                .boxed()
             }
         }
-        let revoked_leases = slot.leases.active.load(Ordering::Acquire);
-        slot.revoke.cancel();
-        let model_id = slot.model_id;
-        drop(slot);
-        release_freed_memory();
-        Some(Unloaded {
-            model_id,
-            revoked_leases,
-        })
+    }
+
+    fn finish(&mut self, done: OpDone) {
+        match done {
+            OpDone::Unloaded => {}
+            OpDone::Loaded {
+                model_id,
+                result,
+                done,
+            } => {
+                self.reserved = None;
+                let answer = result.map(|model| {
+                    let facts = LoadedFacts {
+                        model_id,
+                        num_parameters: model.num_parameters,
+                        memory_footprint: model.footprint_bytes,
+                        device: model.device_name.clone(),
+                        dtype: model.dtype.clone(),
+                    };
+                    self.slot = Some(Slot {
+                        model_id,
+                        model: Arc::new(model),
+                        revoke: CancellationToken::new(),
+                        leases: Arc::new(LeaseCount::default()),
+                    });
+                    facts
+                });
+                if answer.is_err() {
+                    release_freed_memory();
+                }
+                self.publish();
+                if let Err(Ok(_)) = done.send(answer) {
+                    // Nobody waits for this load any more (shutdown): do not keep its memory.
+                    self.slot = None;
+                    self.publish();
+                    release_freed_memory();
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let loaded = self.slot.as_ref().map(|s| LoadedFacts {
+            model_id: s.model_id,
+            num_parameters: s.model.num_parameters,
+            memory_footprint: s.model.footprint_bytes,
+            device: s.model.device_name.clone(),
+            dtype: s.model.dtype.clone(),
+        });
+        self.facts.send_if_modified(|f| {
+            let next = EngineFacts {
+                loaded,
+                loading: self.reserved,
+            };
+            let changed = *f != next;
+            *f = next;
+            changed
+        });
+    }
+}
+
+/// The running operation's result; never resolves when there is none.
+async fn poll_running(running: &mut Option<BoxFuture<'static, OpDone>>) -> OpDone {
+    match running {
+        Some(op) => op.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits up to `timeout` for the slot's leases to end, revokes what is left, and frees it.
+async fn drain(slot: Slot, timeout: Duration) -> Unloaded {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let notified = slot.leases.released.notified();
+        if slot.leases.active.load(Ordering::Acquire) == 0 {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            break;
+        }
+    }
+    let revoked_leases = slot.leases.active.load(Ordering::Acquire);
+    slot.revoke.cancel();
+    let model_id = slot.model_id;
+    drop(slot);
+    release_freed_memory();
+    Unloaded {
+        model_id,
+        revoked_leases,
     }
 }
 

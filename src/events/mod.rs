@@ -1,140 +1,264 @@
-//! Live events: one typed enum, the only code that knows Socket.IO event names. Every event is
-//! sent on the default namespace `/` and, identically, on `/progress`.
+//! Live events: the payload of each Socket.IO event as one typed struct (serialized by the
+//! server, read back by the CLI's follower), the event names, the pacing of progress events,
+//! and the sender. Every event is sent on the default namespace `/` and, identically, on
+//! `/progress`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use socketioxide::extract::SocketRef;
 use socketioxide::SocketIo;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Devices;
-use crate::error::ErrorBody;
+use crate::error::AppError;
 
 /// The namespaces every event goes to.
 pub const NAMESPACES: [&str; 2] = ["/", "/progress"];
 /// Clients that emitted `system:join` are in this room and get `system:metrics`.
 const METRICS_ROOM: &str = "system-metrics";
+/// The event a client emits to receive `system:metrics`.
+pub const SYSTEM_JOIN: &str = "system:join";
 /// How often `system:metrics` is sent.
 pub const METRICS_PERIOD: Duration = Duration::from_secs(2);
-/// Download progress is sent at most this often per download (~4 per second).
-pub const PROGRESS_PERIOD: Duration = Duration::from_millis(250);
+/// Progress events are sent at most this often per job (~4 per second).
+pub const PROGRESS_PERIOD: Duration = crate::hub::job::PROGRESS_PERIOD;
 
-/// Everything the server tells clients.
-#[derive(Debug, Clone)]
-pub enum Event {
-    DownloadProgress {
-        model_id: i64,
-        progress: u8,
-        downloaded_bytes: u64,
-        total_bytes: u64,
-        speed_bps: u64,
-    },
-    DownloadComplete {
-        model_id: i64,
-        local_path: String,
-    },
-    DownloadError {
-        model_id: i64,
-        error: ErrorBody,
-    },
-    LoadProgress {
-        model_id: i64,
-        stage: String,
-        progress: u8,
-    },
-    LoadComplete {
-        model_id: i64,
-        memory_used_mb: u64,
-    },
-    LoadError {
-        model_id: i64,
-        code: String,
-        message: String,
-    },
-    UnloadComplete {
-        model_id: i64,
-    },
+/// `model:download:progress`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadProgress {
+    pub model_id: i64,
+    /// 0–100.
+    pub progress: u8,
+    pub downloaded_bytes: u64,
+    pub total_bytes: u64,
+    pub speed_bps: u64,
 }
 
-impl Event {
-    /// The Socket.IO event name and its camelCase payload.
-    pub fn wire(&self) -> (&'static str, Value) {
-        match self {
-            Event::DownloadProgress {
-                model_id,
-                progress,
-                downloaded_bytes,
-                total_bytes,
-                speed_bps,
-            } => (
-                "model:download:progress",
-                json!({"modelId": model_id, "progress": progress, "downloadedBytes": downloaded_bytes,
-                       "totalBytes": total_bytes, "speedBps": speed_bps}),
-            ),
-            Event::DownloadComplete {
-                model_id,
-                local_path,
-            } => (
-                "model:download:complete",
-                json!({"modelId": model_id, "localPath": local_path}),
-            ),
-            Event::DownloadError { model_id, error } => (
-                "model:download:error",
-                json!({"modelId": model_id, "error": error}),
-            ),
-            Event::LoadProgress {
-                model_id,
-                stage,
-                progress,
-            } => (
-                "model:load:progress",
-                json!({"modelId": model_id, "stage": stage, "progress": progress}),
-            ),
-            Event::LoadComplete {
-                model_id,
-                memory_used_mb,
-            } => (
-                "model:load:complete",
-                json!({"modelId": model_id, "memoryUsedMb": memory_used_mb}),
-            ),
-            Event::LoadError {
-                model_id,
-                code,
-                message,
-            } => (
-                "model:load:error",
-                json!({"modelId": model_id, "error": {"code": code, "message": message}}),
-            ),
-            Event::UnloadComplete { model_id } => {
-                ("model:unload:complete", json!({"modelId": model_id}))
-            }
+/// `model:download:complete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadComplete {
+    pub model_id: i64,
+    pub local_path: String,
+}
+
+/// The `error` of a failed job: the envelope's code and message (and, for downloads, details).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Map<String, Value>>,
+}
+
+impl JobError {
+    /// With the error's details, as download errors carry them.
+    pub fn detailed(err: &AppError) -> Self {
+        JobError {
+            code: err.code.as_str().to_string(),
+            message: err.message.clone(),
+            details: Some(err.details.clone()),
+        }
+    }
+
+    /// Code and message only, as load errors carry them.
+    pub fn brief(err: &AppError) -> Self {
+        JobError {
+            code: err.code.as_str().to_string(),
+            message: err.message.clone(),
+            details: None,
         }
     }
 }
 
-/// The `system:metrics` payload, as the original sends it plus the load device's memory.
-pub fn metrics_payload(devices: &Devices) -> Value {
-    let dev = devices.current();
-    let gpu = dev.gpu.unwrap_or_default();
-    json!({
-        "gpu_utilization": gpu.utilization,
-        "gpu_memory_used_mb": gpu.memory_used_mb,
-        "gpu_memory_total_mb": gpu.memory_total_mb,
-        "gpu_temperature": gpu.temperature,
-        "device": dev.name,
-        "memory_total_mb": dev.total_bytes >> 20,
-        "memory_free_mb": dev.free_bytes >> 20,
-    })
+/// `model:download:error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadError {
+    pub model_id: i64,
+    pub error: JobError,
+}
+
+/// `model:load:progress`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadProgress {
+    pub model_id: i64,
+    pub stage: String,
+    /// 0–100 within the stage.
+    pub progress: u8,
+}
+
+/// `model:load:complete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadComplete {
+    pub model_id: i64,
+    pub memory_used_mb: u64,
+}
+
+/// `model:load:error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadError {
+    pub model_id: i64,
+    pub error: JobError,
+}
+
+/// `model:unload:complete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnloadComplete {
+    pub model_id: i64,
+}
+
+/// `system:metrics`: the original's keys (snake_case, zeros without a GPU) plus the memory of
+/// the device models load onto.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemMetrics {
+    pub gpu_utilization: u32,
+    pub gpu_memory_used_mb: u64,
+    pub gpu_memory_total_mb: u64,
+    pub gpu_temperature: u32,
+    pub device: String,
+    pub memory_total_mb: u64,
+    pub memory_free_mb: u64,
+}
+
+impl SystemMetrics {
+    /// The figures of the device as read now.
+    pub async fn read(devices: &Devices) -> Self {
+        let dev = devices.read().await;
+        let gpu = dev.gpu.unwrap_or_default();
+        SystemMetrics {
+            gpu_utilization: gpu.utilization,
+            gpu_memory_used_mb: gpu.memory_used_mb,
+            gpu_memory_total_mb: gpu.memory_total_mb,
+            gpu_temperature: gpu.temperature,
+            device: dev.name,
+            memory_total_mb: dev.total_bytes >> 20,
+            memory_free_mb: dev.free_bytes >> 20,
+        }
+    }
+}
+
+/// Everything the server tells clients about models.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    DownloadProgress(DownloadProgress),
+    DownloadComplete(DownloadComplete),
+    DownloadError(DownloadError),
+    LoadProgress(LoadProgress),
+    LoadComplete(LoadComplete),
+    LoadError(LoadError),
+    UnloadComplete(UnloadComplete),
+}
+
+impl Event {
+    pub const DOWNLOAD_PROGRESS: &'static str = "model:download:progress";
+    pub const DOWNLOAD_COMPLETE: &'static str = "model:download:complete";
+    pub const DOWNLOAD_ERROR: &'static str = "model:download:error";
+    pub const LOAD_PROGRESS: &'static str = "model:load:progress";
+    pub const LOAD_COMPLETE: &'static str = "model:load:complete";
+    pub const LOAD_ERROR: &'static str = "model:load:error";
+    pub const UNLOAD_COMPLETE: &'static str = "model:unload:complete";
+    pub const SYSTEM_METRICS: &'static str = "system:metrics";
+
+    /// The Socket.IO event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::DownloadProgress(_) => Self::DOWNLOAD_PROGRESS,
+            Event::DownloadComplete(_) => Self::DOWNLOAD_COMPLETE,
+            Event::DownloadError(_) => Self::DOWNLOAD_ERROR,
+            Event::LoadProgress(_) => Self::LOAD_PROGRESS,
+            Event::LoadComplete(_) => Self::LOAD_COMPLETE,
+            Event::LoadError(_) => Self::LOAD_ERROR,
+            Event::UnloadComplete(_) => Self::UNLOAD_COMPLETE,
+        }
+    }
+
+    /// The model the event is about.
+    pub fn model_id(&self) -> i64 {
+        match self {
+            Event::DownloadProgress(p) => p.model_id,
+            Event::DownloadComplete(p) => p.model_id,
+            Event::DownloadError(p) => p.model_id,
+            Event::LoadProgress(p) => p.model_id,
+            Event::LoadComplete(p) => p.model_id,
+            Event::LoadError(p) => p.model_id,
+            Event::UnloadComplete(p) => p.model_id,
+        }
+    }
+
+    /// The camelCase payload.
+    pub fn payload(&self) -> Value {
+        let value = match self {
+            Event::DownloadProgress(p) => serde_json::to_value(p),
+            Event::DownloadComplete(p) => serde_json::to_value(p),
+            Event::DownloadError(p) => serde_json::to_value(p),
+            Event::LoadProgress(p) => serde_json::to_value(p),
+            Event::LoadComplete(p) => serde_json::to_value(p),
+            Event::LoadError(p) => serde_json::to_value(p),
+            Event::UnloadComplete(p) => serde_json::to_value(p),
+        };
+        value.expect("event payloads are plain structs of strings and numbers")
+    }
+
+    /// Reads an event as a client receives it; `None` for other events or a payload that does
+    /// not match its event.
+    pub fn parse(name: &str, payload: Value) -> Option<Event> {
+        let event = match name {
+            Self::DOWNLOAD_PROGRESS => {
+                Event::DownloadProgress(serde_json::from_value(payload).ok()?)
+            }
+            Self::DOWNLOAD_COMPLETE => {
+                Event::DownloadComplete(serde_json::from_value(payload).ok()?)
+            }
+            Self::DOWNLOAD_ERROR => Event::DownloadError(serde_json::from_value(payload).ok()?),
+            Self::LOAD_PROGRESS => Event::LoadProgress(serde_json::from_value(payload).ok()?),
+            Self::LOAD_COMPLETE => Event::LoadComplete(serde_json::from_value(payload).ok()?),
+            Self::LOAD_ERROR => Event::LoadError(serde_json::from_value(payload).ok()?),
+            Self::UNLOAD_COMPLETE => Event::UnloadComplete(serde_json::from_value(payload).ok()?),
+            _ => return None,
+        };
+        Some(event)
+    }
+}
+
+/// The one pacing rule for progress events: at most one per period, except a change of stage
+/// or a final figure, which always go out.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    period: Duration,
+    last: Option<Instant>,
+}
+
+impl Throttle {
+    pub fn new(period: Duration) -> Self {
+        Throttle { period, last: None }
+    }
+
+    /// True when an event may go out now; `force` for one that must (a new stage, the end).
+    pub fn due(&mut self, force: bool) -> bool {
+        let now = Instant::now();
+        let due = force
+            || self
+                .last
+                .is_none_or(|at| now.duration_since(at) >= self.period);
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
 }
 
 /// Sends events to every connected client; cheap to clone.
 #[derive(Clone)]
 pub struct Events {
     io: SocketIo,
-    last_progress: Arc<Mutex<HashMap<i64, Instant>>>,
 }
 
 impl Events {
@@ -145,15 +269,12 @@ impl Events {
             io.ns(ns, move |socket: SocketRef| {
                 let devices = devices.clone();
                 async move {
-                    socket.on("system:join", move |socket: SocketRef| {
+                    socket.on(SYSTEM_JOIN, move |socket: SocketRef| {
                         let devices = devices.clone();
                         async move {
                             socket.join(METRICS_ROOM);
-                            let payload =
-                                tokio::task::spawn_blocking(move || metrics_payload(&devices))
-                                    .await
-                                    .unwrap_or(Value::Null);
-                            let _ = socket.emit("system:metrics", &payload);
+                            let payload = SystemMetrics::read(&devices).await;
+                            let _ = socket.emit(Event::SYSTEM_METRICS, &payload);
                         }
                     });
                 }
@@ -168,33 +289,23 @@ impl Events {
                     _ = shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let devices = devices.clone();
-                let Ok(payload) =
-                    tokio::task::spawn_blocking(move || metrics_payload(&devices)).await
-                else {
-                    continue;
-                };
+                let payload = SystemMetrics::read(&devices).await;
                 for ns in NAMESPACES {
                     if let Some(op) = ticker_io.of(ns) {
-                        let _ = op.to(METRICS_ROOM).emit("system:metrics", &payload).await;
+                        let _ = op
+                            .to(METRICS_ROOM)
+                            .emit(Event::SYSTEM_METRICS, &payload)
+                            .await;
                     }
                 }
             }
         });
-        Events {
-            io,
-            last_progress: Arc::new(Mutex::new(HashMap::new())),
-        }
+        Events { io }
     }
 
     /// Sends one event on every namespace.
     pub async fn emit(&self, event: Event) {
-        let (name, payload) = event.wire();
-        if let Event::DownloadComplete { model_id, .. } | Event::DownloadError { model_id, .. } =
-            &event
-        {
-            self.forget_progress(*model_id);
-        }
+        let (name, payload) = (event.name(), event.payload());
         for ns in NAMESPACES {
             if let Some(op) = self.io.of(ns) {
                 if let Err(e) = op.emit(name, &payload).await {
@@ -203,32 +314,59 @@ impl Events {
             }
         }
     }
+}
 
-    /// Sends a download progress event unless one for the same model went out less than
-    /// [`PROGRESS_PERIOD`] ago; `force` sends it regardless (the final 100%).
-    pub async fn download_progress(&self, event: Event, force: bool) {
-        let Event::DownloadProgress { model_id, .. } = &event else {
-            return;
-        };
-        {
-            let mut last = match self.last_progress.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            let now = Instant::now();
-            if let Some(prev) = last.get(model_id) {
-                if !force && now.duration_since(*prev) < PROGRESS_PERIOD {
-                    return;
-                }
-            }
-            last.insert(*model_id, now);
-        }
-        self.emit(event).await;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn payloads_are_camel_case_and_read_back() {
+        let event = Event::DownloadProgress(DownloadProgress {
+            model_id: 3,
+            progress: 50,
+            downloaded_bytes: 5,
+            total_bytes: 10,
+            speed_bps: 2,
+        });
+        let payload = event.payload();
+        assert_eq!(
+            payload,
+            json!({"modelId": 3, "progress": 50, "downloadedBytes": 5, "totalBytes": 10, "speedBps": 2})
+        );
+        assert_eq!(Event::parse(event.name(), payload), Some(event));
     }
 
-    fn forget_progress(&self, model_id: i64) {
-        if let Ok(mut last) = self.last_progress.lock() {
-            last.remove(&model_id);
-        }
+    #[test]
+    fn a_load_error_carries_code_and_message_only() {
+        let err = AppError::new(crate::error::ErrorCode::ModelLoadFailed, "bad weights")
+            .with_detail("model_id", 1);
+        let event = Event::LoadError(LoadError {
+            model_id: 1,
+            error: JobError::brief(&err),
+        });
+        assert_eq!(
+            event.payload(),
+            json!({"modelId": 1, "error": {"code": "MODEL_LOAD_FAILED", "message": "bad weights"}})
+        );
+    }
+
+    #[test]
+    fn an_unknown_event_or_a_wrong_payload_is_not_an_event() {
+        assert_eq!(Event::parse("other", json!({"modelId": 1})), None);
+        assert_eq!(
+            Event::parse(Event::LOAD_COMPLETE, json!({"model": 1})),
+            None
+        );
+    }
+
+    #[test]
+    fn the_throttle_lets_one_through_per_period_and_every_forced_one() {
+        let mut t = Throttle::new(Duration::from_secs(3600));
+        assert!(t.due(false));
+        assert!(!t.due(false));
+        assert!(t.due(true));
+        assert!(!t.due(false));
     }
 }

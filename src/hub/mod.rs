@@ -6,16 +6,20 @@
 //! * [`cache`]: the cache layout shared with the Python tools (`blobs`, `snapshots`, `refs`).
 //! * [`download`]: parallel byte ranges into `.incomplete` files, resumable, sha256-checked.
 //! * [`remote`]: what a repo is (files, config, tensor shapes) without downloading weights.
+//! * [`job`]: the one job API the service uses: plan, run, and the cache clean-up.
 
 pub mod cache;
 pub mod client;
 pub mod download;
+pub mod job;
 pub mod remote;
 pub mod select;
 
 pub use cache::RepoCache;
 pub use client::{FileHead, HubClient, RepoInfo, Sibling};
 pub use download::{DownloadOptions, FilePlan, Progress};
+pub use job::{CacheUser, Completed, DownloadProgress, Hub, JobSpec, Plan};
+pub use remote::Access;
 pub use remote::RemoteModel;
 
 /// Hub and download errors. Conversions into the API error live in `error.rs`.

@@ -1,30 +1,31 @@
-//! Loading and unloading: one model in memory, memory promised before the load and measured
-//! after it, a failed load releasing everything it took.
+//! Loading and unloading as requests to the engine task: the checks and the memory promised
+//! before a load, the statuses and events as it runs, and leases for whoever uses the model.
 
 use std::time::{Duration, Instant};
 
-use crate::api::schema::ModelResponse;
 use crate::domain::{mib_ceil, ModelId, ModelStatus};
-use crate::engine::loader::{load_blocking, LoadRequest};
-use crate::engine::{estimate, inspect_folder, EngineError, Lease};
+use crate::engine::{
+    estimate, inspect_folder, EngineError, Lease, LoadJob, LoadRequest, LoadUpdate, LoadedFacts,
+    Unloaded,
+};
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::events::Event;
+use crate::events::{self, Event, JobError, Throttle};
 use crate::store::ModelRecord;
 
-use super::{busy_error, LoadedInfo, Services};
+use super::{busy_error, ModelView, Services};
 
-/// Load progress events are sent at most this often.
+/// Load progress events are sent at most this often (a new stage always goes out).
 const LOAD_PROGRESS_PERIOD: Duration = Duration::from_millis(200);
 
 impl Services {
     fn unload_timeout(&self) -> Duration {
-        Duration::from_secs(self.settings.graceful_unload_timeout)
+        Duration::from_secs(self.inner.settings.graceful_unload_timeout)
     }
 
     /// A lease on the loaded model, for whatever uses it (inference). `MODEL_NOT_LOADED` if
     /// `model_id` is not the loaded model.
-    pub fn lease(&self, model_id: Option<i64>) -> AppResult<Lease> {
-        self.engine.lease(model_id).ok_or_else(|| {
+    pub async fn lease(&self, model_id: Option<i64>) -> AppResult<Lease> {
+        self.inner.engine.lease(model_id).await.ok_or_else(|| {
             let message = match model_id {
                 Some(id) => format!("Model {id} is not loaded. Load it first."),
                 None => "No model is loaded. Load one first.".to_string(),
@@ -33,9 +34,11 @@ impl Services {
         })
     }
 
-    /// `POST /api/models/{id}/load`: checks, then `loading` and a background job.
-    pub async fn load_model(&self, id: ModelId) -> AppResult<ModelResponse> {
-        let row = self.store.get_model(id.0).await?;
+    /// `POST /api/models/{id}/load`: checks, then `loading` and the engine's load; its end
+    /// is followed in the background.
+    pub async fn load_model(&self, id: ModelId) -> AppResult<ModelView> {
+        let store = &self.inner.store;
+        let row = store.get_model(id.0).await?;
         match row.status {
             ModelStatus::Loaded => {
                 return Err(AppError::new(
@@ -58,7 +61,7 @@ impl Services {
                 ),
             ));
         };
-        let Some(ticket) = self.engine.try_begin_load() else {
+        let Some(ticket) = self.inner.engine.reserve_load(row.id).await else {
             return Err(AppError::busy(
                 row.id,
                 "Another model is loading right now; wait for it to finish.",
@@ -78,14 +81,17 @@ impl Services {
                     .with_detail("model_id", row.id),
                     other => AppError::from(other),
                 })?;
-        let gpu = self.devices.uses_gpu();
+        let gpu = self.inner.devices.uses_gpu();
         let est = estimate(&info.tensors, row.quantization, gpu);
-        let devices = self.devices.clone();
-        let dev = tokio::task::spawn_blocking(move || devices.current())
-            .await
-            .map_err(AppError::internal)?;
+        let dev = self.inner.devices.read().await;
         // The loaded model (if another) is unloaded first, so its memory counts as available.
-        let available = dev.free_bytes + self.engine.loaded_bytes();
+        let held = self
+            .inner
+            .engine
+            .facts()
+            .loaded
+            .map_or(0, |l| l.memory_footprint);
+        let available = dev.free_bytes + held;
         if est.total_bytes() > available {
             return Err(
                 AppError::insufficient_memory(est.total_mb(), available >> 20, &dev.name)
@@ -96,12 +102,11 @@ impl Services {
         }
 
         let from = [ModelStatus::Ready, ModelStatus::Error];
-        if !self
-            .store
+        if !store
             .transition(row.id, &from, ModelStatus::Loading, None)
             .await?
         {
-            let now = self.store.get_model(row.id).await?;
+            let now = store.get_model(row.id).await?;
             return Err(match now.status {
                 ModelStatus::Loaded => AppError::new(
                     ErrorCode::ModelAlreadyLoaded,
@@ -116,203 +121,152 @@ impl Services {
             quantization: row.quantization,
             gpu,
         };
-        let services = self.clone();
-        let model_id = row.id;
-        tokio::spawn(async move {
-            services.run_load(model_id, request).await;
-            drop(ticket);
-        });
+        let job = ticket.start(request, self.unload_timeout());
+        let follower = tokio::spawn(self.clone().follow_load(
+            row.id,
+            row.quantization.as_str(),
+            job,
+        ));
+        // One load at a time, so one follower: the engine's reservation guarantees it.
+        *crate::sync::lock(&self.inner.load_follower) = Some(follower);
         self.get_model(id).await
     }
 
-    /// The background part of a load.
-    async fn run_load(&self, model_id: i64, request: LoadRequest) {
+    /// Follows a load to its end: the previous model's unload, progress events, then the
+    /// status and the final event.
+    async fn follow_load(self, model_id: i64, quantization: &'static str, mut job: LoadJob) {
         let started = Instant::now();
-        let quantization = request.quantization.as_str();
-        let _ops = self.engine.lock_ops().await;
-        if let Some(previous) = self.engine.loaded_id() {
-            self.unload_locked(previous).await;
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u8)>();
-        let cancel = self.shutdown.child_token();
-        let job_cancel = cancel.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            let progress = move |stage: &str, pct: u8| {
-                let _ = tx.send((stage.to_string(), pct));
-            };
-            load_blocking(&request, &job_cancel, &progress)
-        });
-        let events = self.events.clone();
-        let forward = tokio::spawn(async move {
-            let mut last: Option<(Instant, String)> = None;
-            while let Some((stage, progress)) = rx.recv().await {
-                let due = match &last {
-                    Some((at, s)) => {
-                        *s != stage || progress == 100 || at.elapsed() >= LOAD_PROGRESS_PERIOD
+        let mut throttle = Throttle::new(LOAD_PROGRESS_PERIOD);
+        let mut stage_now = String::new();
+        while let Some(update) = job.updates.recv().await {
+            match update {
+                LoadUpdate::Unloaded(done) => self.finish_unload(done).await,
+                LoadUpdate::Progress { stage, progress } => {
+                    let new_stage = stage != stage_now;
+                    if throttle.due(new_stage || progress == 100) {
+                        stage_now.clone_from(&stage);
+                        self.inner
+                            .events
+                            .emit(Event::LoadProgress(events::LoadProgress {
+                                model_id,
+                                stage,
+                                progress,
+                            }))
+                            .await;
                     }
-                    None => true,
-                };
-                if due {
-                    last = Some((Instant::now(), stage.clone()));
-                    events
-                        .emit(Event::LoadProgress {
-                            model_id,
-                            stage,
-                            progress,
-                        })
-                        .await;
                 }
             }
-        });
-        let result = match job.await {
-            Ok(r) => r,
-            Err(e) => Err(EngineError::BadCheckpoint(format!(
-                "the loader stopped unexpectedly: {e}"
-            ))),
-        };
-        let _ = forward.await;
+        }
+        let result = job.done.await.unwrap_or(Err(EngineError::Cancelled));
         crate::metrics::load_finished(
             started.elapsed(),
             quantization,
             crate::metrics::LoadOutcome::from_result(&result),
         );
         match result {
-            Ok(model) => {
-                let info = LoadedInfo {
-                    model_id,
-                    num_parameters: model.num_parameters,
-                    memory_footprint: model.footprint_bytes,
-                    device: model.device_name.clone(),
-                    dtype: model.dtype.clone(),
-                };
-                self.engine.install(model_id, model);
-                self.set_loaded(Some(info.clone()));
-                match self
-                    .store
-                    .transition(model_id, &[ModelStatus::Loading], ModelStatus::Loaded, None)
-                    .await
-                {
-                    Ok(true) => {
-                        tracing::info!(
-                            model_id,
-                            mb = info.memory_footprint >> 20,
-                            secs = started.elapsed().as_secs_f64(),
-                            "model loaded"
-                        );
-                        self.events
-                            .emit(Event::LoadComplete {
-                                model_id,
-                                memory_used_mb: mib_ceil(info.memory_footprint),
-                            })
-                            .await;
-                    }
-                    other => {
-                        // The row left `loading` under us (it cannot be deleted while loading,
-                        // so this is a database failure): do not keep memory nobody can see.
-                        tracing::error!(
-                            model_id,
-                            ?other,
-                            "loaded model's record could not be marked loaded"
-                        );
-                        self.engine.unload(Some(model_id), Duration::ZERO).await;
-                        self.set_loaded(None);
-                        let _ = self
-                            .store
-                            .transition(
-                                model_id,
-                                &[ModelStatus::Loading],
-                                ModelStatus::Error,
-                                Some("The registry could not record the load."),
-                            )
-                            .await;
-                    }
-                }
+            Ok(facts) => self.finish_load(model_id, facts, started).await,
+            Err(EngineError::Cancelled) => {
+                // Shutdown: the next start finds the row `ready` again either way.
+                self.settle(model_id, &[ModelStatus::Loading], ModelStatus::Ready, None)
+                    .await;
             }
             Err(err) => {
-                crate::engine::runtime::release_freed_memory();
                 let app_err = AppError::from(err);
                 tracing::warn!(model_id, "load failed: {}", app_err.message);
-                let _ = self
-                    .store
-                    .transition(
+                self.settle(
+                    model_id,
+                    &[ModelStatus::Loading],
+                    ModelStatus::Error,
+                    Some(&app_err.message),
+                )
+                .await;
+                self.inner
+                    .events
+                    .emit(Event::LoadError(events::LoadError {
                         model_id,
-                        &[ModelStatus::Loading],
-                        ModelStatus::Error,
-                        Some(&app_err.message),
-                    )
-                    .await;
-                self.events
-                    .emit(Event::LoadError {
-                        model_id,
-                        code: app_err.code.as_str().to_string(),
-                        message: app_err.message.clone(),
-                    })
+                        error: JobError::brief(&app_err),
+                    }))
                     .await;
             }
         }
     }
 
-    /// Unloads `model_id` while holding the ops lock.
-    async fn unload_locked(&self, model_id: i64) {
-        if let Some(done) = self
-            .engine
-            .unload(Some(model_id), self.unload_timeout())
+    async fn finish_load(&self, model_id: i64, facts: LoadedFacts, started: Instant) {
+        if self
+            .settle(model_id, &[ModelStatus::Loading], ModelStatus::Loaded, None)
             .await
         {
-            if done.revoked_leases > 0 {
-                tracing::warn!(
+            tracing::info!(
+                model_id,
+                mb = facts.memory_footprint >> 20,
+                secs = started.elapsed().as_secs_f64(),
+                "model loaded"
+            );
+            self.inner
+                .events
+                .emit(Event::LoadComplete(events::LoadComplete {
                     model_id,
-                    leases = done.revoked_leases,
-                    "unloaded with requests still in flight"
-                );
-            }
+                    memory_used_mb: mib_ceil(facts.memory_footprint),
+                }))
+                .await;
+        } else if !self.inner.shutdown.is_cancelled() {
+            // The row left `loading` under us (it cannot be deleted while loading): do not
+            // keep memory that no record shows.
+            tracing::error!(model_id, "the loaded model's record is no longer loading");
+            self.inner
+                .engine
+                .unload(Some(model_id), Duration::ZERO)
+                .await;
         }
-        self.set_loaded(None);
-        if let Err(e) = self
-            .store
-            .transition(model_id, &[ModelStatus::Loaded], ModelStatus::Ready, None)
-            .await
-        {
-            tracing::error!(model_id, "could not mark the unloaded model ready: {e}");
+    }
+
+    /// Records an unload done by the engine: the model is `ready` again.
+    async fn finish_unload(&self, done: Unloaded) {
+        let model_id = done.model_id;
+        if done.revoked_leases > 0 {
+            tracing::warn!(
+                model_id,
+                leases = done.revoked_leases,
+                "unloaded with requests still in flight"
+            );
         }
-        self.events.emit(Event::UnloadComplete { model_id }).await;
+        self.settle(model_id, &[ModelStatus::Loaded], ModelStatus::Ready, None)
+            .await;
+        self.inner
+            .events
+            .emit(Event::UnloadComplete(events::UnloadComplete { model_id }))
+            .await;
     }
 
     /// `POST /api/models/{id}/unload`: waits for leases (up to the graceful timeout), frees
     /// the memory, and answers with the model `ready`.
-    pub async fn unload_model(&self, id: ModelId) -> AppResult<ModelResponse> {
-        let row = self.store.get_model(id.0).await?;
+    pub async fn unload_model(&self, id: ModelId) -> AppResult<ModelView> {
+        let row = self.inner.store.get_model(id.0).await?;
         match row.status {
             ModelStatus::Loaded => {}
             ModelStatus::Loading => return Err(busy_error(&row)),
-            _ => {
-                return Err(AppError::new(
-                    ErrorCode::ModelNotLoaded,
-                    format!("Model {} ({}) is not loaded.", row.id, row.name),
-                )
-                .with_detail("model_id", row.id)
-                .with_detail("status", row.status.as_str()))
-            }
+            _ => return Err(not_loaded(&row)),
         }
-        let _ops = self.engine.lock_ops().await;
-        let now = self.store.get_model(id.0).await?;
-        if now.status != ModelStatus::Loaded {
-            return Err(AppError::new(
-                ErrorCode::ModelNotLoaded,
-                format!("Model {} is not loaded.", now.id),
-            )
-            .with_detail("model_id", now.id));
-        }
-        self.unload_locked(id.0).await;
+        let Some(done) = self
+            .inner
+            .engine
+            .unload(Some(id.0), self.unload_timeout())
+            .await
+        else {
+            // Unloaded by someone else (a load of another model) while we asked.
+            let now = self.inner.store.get_model(id.0).await?;
+            return Err(not_loaded(&now));
+        };
+        self.finish_unload(done).await;
         self.get_model(id).await
     }
 
     /// Loads `AUTO_LOAD_MODEL` (an id or a name) at start-up, if set.
     pub async fn auto_load(&self) {
-        let Some(wanted) = self.settings.auto_load_model.clone() else {
+        let Some(wanted) = self.inner.settings.auto_load_model.clone() else {
             return;
         };
-        let rows = match self.store.list_models().await {
+        let rows = match self.inner.store.list_models().await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!("AUTO_LOAD_MODEL: cannot read the registry: {e}");
@@ -337,4 +291,13 @@ impl Services {
             None => tracing::error!("AUTO_LOAD_MODEL: no model has the id or name '{wanted}'"),
         }
     }
+}
+
+fn not_loaded(row: &ModelRecord) -> AppError {
+    AppError::new(
+        ErrorCode::ModelNotLoaded,
+        format!("Model {} ({}) is not loaded.", row.id, row.name),
+    )
+    .with_detail("model_id", row.id)
+    .with_detail("status", row.status.as_str())
 }

@@ -1,71 +1,72 @@
-//! The lifecycle rules: register, download, load, unload, delete, start-up reconciliation.
-//! The only layer that combines the store, the Hub, the engine and the events.
+//! The lifecycle rules: register, download, load, unload, delete, start-up reconciliation and
+//! shutdown. The only layer that combines the store, the Hub, the engine and the events. It
+//! answers in domain values ([`ModelView`], [`Preview`], [`Deleted`]); `api/` turns them into
+//! wire types.
+//!
+//! * [`models`]: register a local folder, list, show, delete.
+//! * [`downloads`]: the [`Downloads`] table (one owner of each running download: its cancel
+//!   token, its task and its live figures) and the download lifecycle.
+//! * [`preview`]: what a Hub repo is and what each quantization costs.
+//! * [`load`]: load, unload and leases, as requests to the engine task.
 
-mod download;
+mod downloads;
+mod health;
 mod load;
 mod models;
+mod preview;
 
-pub use download::DownloadState;
-pub use models::busy_error;
+pub use downloads::{DownloadOrder, CANCELLED_MESSAGE};
+pub use models::{Deleted, MAX_NAME_CHARS};
+pub use preview::{Preview, PreviewSize};
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::engine::{Devices, Engine};
+use crate::domain::ModelStatus;
+use crate::engine::{Devices, Engine, LoadedFacts};
+use crate::error::AppError;
 use crate::events::Events;
-use crate::store::Store;
+use crate::hub::{DownloadProgress, Hub};
+use crate::store::{ModelRecord, Store, StoreError};
 
-/// Live download figures, held in memory while a download runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DownloadProgress {
-    pub downloaded_bytes: u64,
-    pub total_bytes: u64,
-    pub speed_bps: u64,
+use downloads::Downloads;
+
+/// A model as the service shows it: its record and, while they exist, its live figures.
+#[derive(Debug, Clone)]
+pub struct ModelView {
+    pub record: ModelRecord,
+    /// While downloading: the running job's figures (zeros until it reports).
+    pub download: Option<DownloadProgress>,
+    /// While loaded: what the engine holds.
+    pub loaded: Option<LoadedFacts>,
 }
 
-impl DownloadProgress {
-    pub fn percent(&self) -> u8 {
-        (self.downloaded_bytes.min(self.total_bytes) * 100)
-            .checked_div(self.total_bytes)
-            .unwrap_or(0) as u8
-    }
-}
-
-/// What the loaded model holds, shown only while it is loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadedInfo {
-    pub model_id: i64,
-    pub num_parameters: u64,
-    pub memory_footprint: u64,
-    pub device: String,
-    pub dtype: String,
-}
-
-/// A serialized list with the registry generation and loaded model it shows.
-type ListBody = (u64, Option<LoadedInfo>, bytes::Bytes);
-
-/// Shared services; cheap to clone.
+/// The services every handler uses; cheap to clone.
 #[derive(Clone)]
 pub struct Services {
-    pub store: Store,
-    pub devices: Devices,
-    pub events: Events,
-    pub settings: Arc<Settings>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    devices: Devices,
+    events: Events,
+    settings: Arc<Settings>,
     /// Cancelled at shutdown; every job's token descends from it.
-    pub shutdown: CancellationToken,
-    pub(crate) downloads: DownloadState,
-    /// The one model in memory.
-    pub engine: Engine,
-    progress: Arc<Mutex<HashMap<i64, DownloadProgress>>>,
-    /// The serialized list, for the registry generation and loaded model it was made from.
-    list_body: Arc<Mutex<Option<ListBody>>>,
-    loaded: Arc<Mutex<Option<LoadedInfo>>>,
+    shutdown: CancellationToken,
+    hub: Hub,
+    downloads: Downloads,
+    /// The one owner of the loaded model.
+    engine: Engine,
+    /// The task that follows a running load to its end (statuses and events).
+    load_follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Services {
+    /// Wires the services and starts the engine task.
     pub fn new(
         store: Store,
         devices: Devices,
@@ -73,25 +74,31 @@ impl Services {
         settings: Arc<Settings>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let downloads = DownloadState::new(&settings)?;
+        let hub = Hub::new(
+            &settings.hf_endpoint,
+            settings.cache_dir(),
+            settings.data_dir.join("downloads"),
+        )
+        .map_err(|e| anyhow::anyhow!("HF_ENDPOINT: {e}"))?;
         Ok(Services {
-            downloads,
-            engine: Engine::default(),
-            store,
-            devices,
-            events,
-            settings,
-            shutdown,
-            progress: Arc::new(Mutex::new(HashMap::new())),
-            list_body: Arc::new(Mutex::new(None)),
-            loaded: Arc::new(Mutex::new(None)),
+            inner: Arc::new(Inner {
+                engine: Engine::spawn(shutdown.child_token()),
+                downloads: Downloads::default(),
+                hub,
+                store,
+                devices,
+                events,
+                settings,
+                shutdown,
+                load_follower: std::sync::Mutex::new(None),
+            }),
         })
     }
 
     /// Start-up reconciliation: models left `loading`/`loaded` by a previous process become
     /// `ready`, downloads left `downloading` resume. Nothing stays stuck.
     pub async fn reconcile(&self) -> anyhow::Result<()> {
-        let reset = self.store.reset_memory_states().await?;
+        let reset = self.inner.store.reset_memory_states().await?;
         if reset > 0 {
             tracing::info!(
                 models = reset,
@@ -101,60 +108,109 @@ impl Services {
         self.resume_downloads().await
     }
 
-    /// Shutdown: stops jobs so that nothing is left half-written.
+    /// Shutdown: stops the downloads (keeping their partial files), stops a running load and
+    /// waits for it, so that nothing is left half-written.
     pub async fn wind_down(&self) {
-        self.shutdown.cancel();
+        self.inner.shutdown.cancel();
         self.stop_downloads().await;
-    }
-
-    /// True while any download reports live figures (they change several times a second).
-    pub fn downloads_live(&self) -> bool {
-        !lock(&self.progress).is_empty()
-    }
-
-    /// The cached list body, if it was made from this generation and loaded model.
-    pub fn cached_list_body(
-        &self,
-        generation: u64,
-        loaded: &Option<LoadedInfo>,
-    ) -> Option<bytes::Bytes> {
-        match lock(&self.list_body).as_ref() {
-            Some((g, l, body)) if *g == generation && l == loaded => Some(body.clone()),
-            _ => None,
+        self.inner.engine.join(STOP_WAIT).await;
+        let follower = crate::sync::lock(&self.inner.load_follower).take();
+        if let Some(follower) = follower {
+            if tokio::time::timeout(STOP_WAIT, follower).await.is_err() {
+                tracing::warn!("the load did not stop in time");
+            }
         }
     }
 
-    pub fn cache_list_body(&self, generation: u64, loaded: Option<LoadedInfo>, body: bytes::Bytes) {
-        *lock(&self.list_body) = Some((generation, loaded, body));
+    /// Closes the registry (after [`Services::wind_down`]).
+    pub async fn close(&self) {
+        self.inner.store.close().await;
     }
 
-    /// The live progress of a running download.
-    pub fn progress_of(&self, id: i64) -> Option<DownloadProgress> {
-        lock(&self.progress).get(&id).copied()
+    /// Changes committed to the registry so far; equal values mean unchanged records.
+    pub fn registry_generation(&self) -> u64 {
+        self.inner.store.generation()
     }
 
-    pub fn set_progress(&self, id: i64, progress: DownloadProgress) {
-        lock(&self.progress).insert(id, progress);
+    /// A record with its live figures.
+    pub fn view(&self, record: ModelRecord) -> ModelView {
+        let download = (record.status == ModelStatus::Downloading)
+            .then(|| self.inner.downloads.progress(record.id).unwrap_or_default());
+        let loaded = if record.status == ModelStatus::Loaded {
+            self.inner
+                .engine
+                .facts()
+                .loaded
+                .filter(|l| l.model_id == record.id)
+        } else {
+            None
+        };
+        ModelView {
+            record,
+            download,
+            loaded,
+        }
     }
 
-    pub fn clear_progress(&self, id: i64) {
-        lock(&self.progress).remove(&id);
+    /// True when a record's view changes without a registry change: its live figures.
+    pub fn has_live_figures(record: &ModelRecord) -> bool {
+        matches!(
+            record.status,
+            ModelStatus::Downloading | ModelStatus::Loaded
+        )
     }
 
-    /// What is loaded now, if anything.
-    pub fn loaded(&self) -> Option<LoadedInfo> {
-        lock(&self.loaded).clone()
+    /// The settings the server runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
     }
 
-    pub fn set_loaded(&self, info: Option<LoadedInfo>) {
-        *lock(&self.loaded) = info;
+    /// Moves a model from `from` to `to`, retrying while the database is unreachable (until
+    /// shutdown, after which start-up reconciliation settles the row). Returns whether it
+    /// moved; `false` when the row was not in `from` (or shutdown came first).
+    async fn settle(
+        &self,
+        id: i64,
+        from: &[ModelStatus],
+        to: ModelStatus,
+        message: Option<&str>,
+    ) -> bool {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.inner.store.transition(id, from, to, message).await {
+                Ok(moved) => return moved,
+                Err(StoreError::Db(e)) => {
+                    tracing::warn!(
+                        model_id = id,
+                        to = to.as_str(),
+                        "the registry is unreachable, retrying in {wait:?}: {e}"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(model_id = id, to = to.as_str(), "cannot record: {e}");
+                    return false;
+                }
+            }
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
     }
 }
 
-/// Locks a mutex whose data stays valid even if a holder panicked (plain maps of figures).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
+/// How long cancel and shutdown wait for a job to stop.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// The error for an operation refused because of the model's status.
+pub fn busy_error(row: &ModelRecord) -> AppError {
+    let what = match row.status {
+        ModelStatus::Downloading => "is downloading; cancel the download first",
+        ModelStatus::Loading => "is loading; wait for it to finish and unload it first",
+        ModelStatus::Loaded => "is loaded; unload it first",
+        ModelStatus::Ready | ModelStatus::Error => "changed state while the request ran; try again",
+    };
+    AppError::busy(row.id, format!("Model {} ({}) {what}.", row.id, row.name))
+        .with_detail("status", row.status.as_str())
 }

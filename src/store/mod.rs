@@ -7,7 +7,7 @@ pub use models::{ModelRecord, NewModel, StoredFile};
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
@@ -56,13 +56,9 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// Bumped after every committed change; the list cache is valid for one generation.
+    /// Bumped after every committed change, so that readers can tell an unchanged registry.
     generation: Arc<AtomicU64>,
-    list_cache: Arc<Mutex<Option<CachedList>>>,
 }
-
-/// The list as of one generation.
-type CachedList = (u64, Arc<Vec<ModelRecord>>);
 
 impl Store {
     /// Connects, creating a SQLite file (and its folder) if needed, and runs the migrations.
@@ -99,27 +95,12 @@ impl Store {
             pool,
             backend,
             generation: Arc::new(AtomicU64::new(0)),
-            list_cache: Arc::new(Mutex::new(None)),
         })
     }
 
-    /// Marks the cached list stale; called after every committed change.
+    /// Counts a committed change; called after every change.
     fn changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn cached_list(&self, generation: u64) -> Option<Arc<Vec<ModelRecord>>> {
-        let cache = self.list_cache.lock().ok()?;
-        match cache.as_ref() {
-            Some((g, rows)) if *g == generation => Some(rows.clone()),
-            _ => None,
-        }
-    }
-
-    fn cache_list(&self, generation: u64, rows: Arc<Vec<ModelRecord>>) {
-        if let Ok(mut cache) = self.list_cache.lock() {
-            *cache = Some((generation, rows));
-        }
     }
 
     /// Changes committed so far by this process; equal values mean an unchanged registry.

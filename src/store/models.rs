@@ -1,8 +1,5 @@
 //! Queries on the `models` table.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -232,21 +229,11 @@ impl Store {
     }
 
     /// Every model, newest first, without the heavy columns (`config_json`, `files_json`), for
-    /// the list endpoint. Cached until the next change, so a large registry lists fast.
-    pub async fn list_summaries(&self) -> Result<Arc<Vec<ModelRecord>>, StoreError> {
-        let generation = self.generation.load(Ordering::Acquire);
-        if let Some(rows) = self.cached_list(generation) {
-            return Ok(rows);
-        }
+    /// the list endpoint.
+    pub async fn list_summaries(&self) -> Result<Vec<ModelRecord>, StoreError> {
         let sql = format!("SELECT {SUMMARY_COLUMNS} FROM models ORDER BY id DESC");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
-        let rows = Arc::new(
-            rows.into_iter()
-                .map(from_row)
-                .collect::<Result<Vec<_>, _>>()?,
-        );
-        self.cache_list(generation, rows.clone());
-        Ok(rows)
+        rows.into_iter().map(from_row).collect()
     }
 
     /// Models in one of the given statuses, oldest first.

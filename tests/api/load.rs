@@ -226,7 +226,7 @@ async fn a_failed_load_reports_the_reason_and_can_be_retried() {
     assert!(message.contains("extra.complex"), "{message}");
     assert!(data["memory_footprint"].is_null());
     assert!(app.get("/api/health").await.data()["loaded_model_id"].is_null());
-    assert!(app.services.engine.loaded_id().is_none(), "nothing is held");
+    assert!(app.services.loaded_model_id().is_none(), "nothing is held");
     // From error, a load is allowed again (a retry).
     let reply = app.post(&format!("/api/models/{id}/load"), json!({})).await;
     assert_eq!(reply.status, 202, "{}", reply.body);
@@ -285,6 +285,7 @@ async fn unload_waits_for_leases_to_end() {
     let lease = app
         .services
         .lease(Some(id))
+        .await
         .expect("a lease on the loaded model");
     assert_eq!(lease.model().weights.len(), 3 + 2 * 9);
     let http = app.http.clone();
@@ -293,7 +294,7 @@ async fn unload_waits_for_leases_to_end() {
         tokio::spawn(async move { http.post(url).send().await.unwrap().status().as_u16() });
     // New users are refused as soon as the unload starts; the lease holder keeps working.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while app.services.lease(Some(id)).is_ok() {
+    while app.services.lease(Some(id)).await.is_ok() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "unload never started"
@@ -304,7 +305,7 @@ async fn unload_waits_for_leases_to_end() {
     assert!(!lease.is_revoked());
     drop(lease);
     assert_eq!(unload.await.unwrap(), 200);
-    let err = app.services.lease(Some(id)).err().unwrap();
+    let err = app.services.lease(Some(id)).await.err().unwrap();
     assert_eq!(err.code.as_str(), "MODEL_NOT_LOADED");
     app.stop().await;
 }
@@ -318,7 +319,7 @@ async fn unload_revokes_leases_after_the_graceful_timeout() {
     let (id, _) = app.add_model("stuck", TinyLlama::default(), "Q4").await;
     app.post(&format!("/api/models/{id}/load"), json!({})).await;
     app.wait_status(id, "loaded", LOAD_WAIT).await;
-    let lease = app.services.lease(Some(id)).unwrap();
+    let lease = app.services.lease(Some(id)).await.unwrap();
     let started = std::time::Instant::now();
     let reply = app
         .post(&format!("/api/models/{id}/unload"), json!({}))
