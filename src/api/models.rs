@@ -39,7 +39,7 @@ async fn list_models(State(state): State<AppState>) -> AppResult<Response> {
         match row {
             ListRow::Fixed(bytes) => body.extend_from_slice(bytes),
             ListRow::Live(record) => {
-                let view = ModelResponse::from(services.view(record.clone()));
+                let view = ModelResponse::from(services.view(record.as_ref().clone()));
                 serde_json::to_writer(&mut body, &view).map_err(AppError::internal)?;
             }
         }
@@ -69,7 +69,7 @@ pub struct ListRows {
 
 enum ListRow {
     Fixed(Bytes),
-    Live(ModelRecord),
+    Live(Box<ModelRecord>),
 }
 
 impl ListCache {
@@ -89,7 +89,7 @@ impl ListCache {
         let mut rows = Vec::with_capacity(records.len());
         for record in records {
             if Services::has_live_figures(&record) {
-                rows.push(ListRow::Live(record));
+                rows.push(ListRow::Live(Box::new(record)));
             } else {
                 let view = ModelResponse::from(services.view(record));
                 let fixed = Bytes::from(serde_json::to_vec(&view).map_err(AppError::internal)?);
