@@ -62,25 +62,28 @@ async fn fill(url: &str, rows: usize) {
     store.close().await;
 }
 
-/// Times `REQUESTS` list requests; checks each body has every row (plus `extra`).
-async fn time_list(http: &reqwest::Client, base: &str, rows: usize, extra: usize) -> Vec<Duration> {
+/// GET `url` and its whole body.
+async fn get(http: &reqwest::Client, url: &str) -> bytes::Bytes {
+    let reply = http.get(url).send().await.expect("the server answers");
+    reply.bytes().await.expect("a whole body")
+}
+
+/// The `data` of an envelope at `url`.
+async fn data(http: &reqwest::Client, url: &str) -> Value {
+    let v: Value = serde_json::from_slice(&get(http, url).await).expect("JSON");
+    v["data"].clone()
+}
+
+/// Times `REQUESTS` list requests, after checking the list has `len` rows.
+async fn time_list(http: &reqwest::Client, base: &str, len: usize) -> Vec<Duration> {
+    let url = format!("{base}/api/models");
+    assert_eq!(data(http, &url).await.as_array().map(Vec::len), Some(len));
     let mut times = Vec::with_capacity(REQUESTS);
     for i in 0..REQUESTS + WARM_UP {
         let t = Instant::now();
-        let body = http
-            .get(format!("{base}/api/models"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        get(http, &url).await;
         if i >= WARM_UP {
             times.push(t.elapsed());
-        }
-        if i == 0 {
-            let v: Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(v["data"].as_array().unwrap().len(), rows + extra);
         }
     }
     times.sort();
@@ -124,34 +127,23 @@ async fn bench(rows: usize, target_ms: f64) {
     report(
         rows,
         "idle",
-        &time_list(&http, &base, rows, 0).await,
+        &time_list(&http, &base, rows).await,
         target_ms,
     );
 
-    let reply: Value = http
-        .post(format!("{base}/api/models"))
-        .json(&json!({"source": "huggingface", "repo_id": "bench-org/slow"}))
-        .send()
+    let body = json!({"source": "huggingface", "repo_id": "bench-org/slow"});
+    let started = http.post(format!("{base}/api/models")).json(&body).send();
+    let reply: Value = started
         .await
-        .unwrap()
+        .expect("the server answers")
         .json()
         .await
-        .unwrap();
+        .expect("JSON");
     let id = reply["data"]["id"].as_i64().expect("the download starts");
-    let model = |http: reqwest::Client, base: String| async move {
-        let v: Value = http
-            .get(format!("{base}/api/models/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["data"].clone()
-    };
+    let model_url = format!("{base}/api/models/{id}");
     // Wait until bytes flow, so the row carries live figures.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while model(http.clone(), base.clone()).await["downloaded_bytes"]
+    while data(&http, &model_url).await["downloaded_bytes"]
         .as_i64()
         .unwrap_or(0)
         == 0
@@ -159,10 +151,10 @@ async fn bench(rows: usize, target_ms: f64) {
         assert!(Instant::now() < deadline, "the download never started");
         tokio::task::yield_now().await;
     }
-    let during = time_list(&http, &base, rows, 1).await;
-    let after = model(http.clone(), base.clone()).await;
+    let during = time_list(&http, &base, rows + 1).await;
     assert_eq!(
-        after["status"], "downloading",
+        data(&http, &model_url).await["status"],
+        "downloading",
         "the download ran through the measurement"
     );
     report(rows, "during a download", &during, target_ms);

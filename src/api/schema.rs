@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::{ModelStatus, Quantization, Source};
+use crate::domain::{human_params, ModelStatus, Quantization, Source};
 use crate::error::ErrorBody;
 use crate::service::{Deleted, DownloadOrder, ModelView, Preview};
 
@@ -241,22 +241,28 @@ impl From<Preview> for ModelPreviewResponse {
             Q4: size(Quantization::Q4),
             Q2: size(Quantization::Q2),
         };
+        let model = p.model;
+        let card = model.info.card_data.clone().unwrap_or_default();
+        let config = model.config.clone().unwrap_or_default();
         ModelPreviewResponse {
-            name: p.name,
-            params: p.params,
-            architecture: p.architecture,
-            is_gated: p.is_gated,
-            requires_trust_remote_code: p.requires_trust_remote_code,
+            name: p.repo.name().to_string(),
+            params: model.parameter_count.map(human_params),
+            architecture: model.architecture(),
+            is_gated: model.info.is_gated(),
+            requires_trust_remote_code: model.requires_remote_code,
             estimated_sizes,
-            downloads: p.downloads,
-            likes: p.likes,
-            tags: p.tags,
-            pipeline_tag: p.pipeline_tag,
-            model_type: p.model_type,
-            architectures: p.architectures,
-            license: p.license,
-            language: p.language,
-            files: p
+            downloads: model.info.downloads,
+            likes: model.info.likes,
+            tags: model.info.tags,
+            pipeline_tag: model.info.pipeline_tag,
+            model_type: config
+                .get("model_type")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            architectures: strings(config.get("architectures")).unwrap_or_default(),
+            license: strings(card.get("license")).and_then(|l| l.into_iter().next()),
+            language: strings(card.get("language")),
+            files: model
                 .files
                 .into_iter()
                 .map(|f| PreviewFile {
@@ -264,8 +270,21 @@ impl From<Preview> for ModelPreviewResponse {
                     size: f.size,
                 })
                 .collect(),
-            has_access: p.has_access,
+            has_access: model.has_access,
         }
+    }
+}
+
+/// A string or a list of strings, as model cards and configs write them.
+fn strings(v: Option<&serde_json::Value>) -> Option<Vec<String>> {
+    match v? {
+        serde_json::Value::String(s) => Some(vec![s.clone()]),
+        serde_json::Value::Array(a) => Some(
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+        ),
+        _ => None,
     }
 }
 

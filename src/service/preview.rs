@@ -1,13 +1,10 @@
 //! `POST /api/models/preview`: what a Hub repo is and what each quantization costs, without
 //! downloading it.
 
-use serde_json::Value;
-
-use crate::domain::{human_params, mib_ceil, Quantization};
+use crate::domain::{mib_ceil, Quantization, RepoId};
 use crate::engine::{estimate, TensorMeta};
 use crate::error::AppResult;
 use crate::hub::{Access, RemoteModel};
-use crate::store::StoredFile;
 
 use super::downloads::{parse_repo, parse_revision};
 use super::Services;
@@ -20,29 +17,14 @@ pub struct PreviewSize {
     pub memory_mb: u64,
 }
 
-/// A Hub repo as a download would see it.
+/// A Hub repo as a download would see it: what the Hub says of it, and the estimates.
 #[derive(Debug, Clone)]
 pub struct Preview {
-    /// The repo's name part.
-    pub name: String,
-    pub params: Option<String>,
-    pub architecture: Option<String>,
-    pub is_gated: bool,
-    pub requires_trust_remote_code: bool,
+    pub repo: RepoId,
+    /// Metadata, files, config and tensor shapes.
+    pub model: RemoteModel,
     /// One per quantization, in [`Quantization::ALL`] order.
     pub sizes: Vec<PreviewSize>,
-    pub downloads: Option<u64>,
-    pub likes: Option<u64>,
-    pub tags: Vec<String>,
-    pub pipeline_tag: Option<String>,
-    pub model_type: Option<String>,
-    pub architectures: Vec<String>,
-    pub license: Option<String>,
-    pub language: Option<Vec<String>>,
-    /// The files a download fetches.
-    pub files: Vec<StoredFile>,
-    /// For a gated repo and a given token: whether the token can read it.
-    pub has_access: Option<bool>,
 }
 
 impl Preview {
@@ -90,42 +72,7 @@ impl Services {
                 memory_mb: estimate(&tensors, q, gpu).total_mb(),
             })
             .collect();
-        let card = model.info.card_data.clone().unwrap_or_default();
-        let config = model.config.clone().unwrap_or_default();
-        Ok(Preview {
-            name: repo.name().to_string(),
-            params: model.parameter_count.map(human_params),
-            architecture: model.architecture(),
-            is_gated: model.info.is_gated(),
-            requires_trust_remote_code: model.requires_remote_code,
-            sizes,
-            downloads: model.info.downloads,
-            likes: model.info.likes,
-            tags: model.info.tags.clone(),
-            pipeline_tag: model.info.pipeline_tag.clone(),
-            model_type: config
-                .get("model_type")
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
-            architectures: strings(config.get("architectures")).unwrap_or_default(),
-            license: strings(card.get("license")).and_then(|l| l.into_iter().next()),
-            language: strings(card.get("language")),
-            files: model.files.clone(),
-            has_access: model.has_access,
-        })
-    }
-}
-
-/// A string or a list of strings, as model cards and configs write them.
-fn strings(v: Option<&Value>) -> Option<Vec<String>> {
-    match v? {
-        Value::String(s) => Some(vec![s.clone()]),
-        Value::Array(a) => Some(
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect(),
-        ),
-        _ => None,
+        Ok(Preview { repo, model, sizes })
     }
 }
 
