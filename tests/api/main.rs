@@ -5,6 +5,7 @@ mod support;
 mod downloads;
 mod errors;
 mod events;
+mod list;
 mod load;
 mod local_models;
 mod metrics;

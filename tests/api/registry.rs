@@ -210,7 +210,7 @@ async fn error_messages_travel_with_the_status(db: Db) {
     );
 }
 
-async fn the_cached_list_reflects_every_change(db: Db) {
+async fn the_listed_rows_reflect_every_change(db: Db) {
     let (store, _dir) = store_for(db).await;
     assert!(store.list_summaries().await.unwrap().is_empty());
     let a = store
@@ -241,7 +241,7 @@ async fn the_cached_list_reflects_every_change(db: Db) {
 }
 
 on_both_databases!(
-    the_cached_list_reflects_every_change,
+    the_listed_rows_reflect_every_change,
     rows_round_trip_every_field,
     repo_and_quantization_are_unique_together,
     racing_inserts_of_one_model_let_exactly_one_win,
