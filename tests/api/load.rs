@@ -366,3 +366,28 @@ async fn a_restart_leaves_no_model_stuck_and_auto_load_loads_one() {
     app.wait_status(id, "loaded", LOAD_WAIT).await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_running_load_and_leaves_no_row_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(Db::Sqlite, dir.path()).await;
+    let app = spawn_with(settings, dir).await;
+    // Large enough that quantizing it takes a good part of a second at least.
+    let (id, _) = app
+        .add_model(
+            "slow-load",
+            TinyLlama::with_weight_bytes(32 << 20, millm_testkit::WeightDtype::F32),
+            "Q4",
+        )
+        .await;
+    let reply = app.post(&format!("/api/models/{id}/load"), json!({})).await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let (settings, _dir) = app.stop_keeping_data().await;
+    // The server has returned: the load has stopped and its row says so.
+    let store = millm::store::Store::connect(&settings.database_url())
+        .await
+        .unwrap();
+    let row = store.get_model(id).await.unwrap();
+    assert_eq!(row.status.as_str(), "ready", "not left loading");
+    store.close().await;
+}
