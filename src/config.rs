@@ -63,6 +63,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
 
     /// Registry database: `sqlite://…` or `postgres://…` [default: a SQLite file in the data folder].
+    /// A SQLite file (or a folder, for `millm.db` in it) that does not exist yet is created.
     #[arg(
         long = "database-url",
         env = "DATABASE_URL",

@@ -2,6 +2,7 @@
 //! queries through the `Any` driver), migrations on start, status changes as conditional updates.
 
 mod models;
+mod sqlite;
 
 pub use models::{ModelRecord, NewModel, StoredFile};
 
@@ -49,6 +50,11 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the folder {path} for the SQLite database: {source}")]
+    SqliteFolder {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The registry handle; cheap to clone.
@@ -61,9 +67,12 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects, creating a SQLite file (and its folder) if needed, and runs the migrations.
+    /// Connects, creating a SQLite file (and its folders) if needed, and runs the migrations.
+    /// A SQLite URL may name a file or a folder that does not exist yet (`store/sqlite.rs`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
+        let url = sqlite::prepare(url)?;
+        let url = url.as_ref();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {

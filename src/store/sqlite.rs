@@ -194,8 +194,14 @@ mod tests {
             let url = target.url();
             let (file, lossy) = opened(&url);
             assert_eq!(file, Path::new(path), "{url}");
-            assert!(lossy.contains("mode=rwc"), "{url} creates the file: {lossy}");
-            assert!(lossy.contains("cache=private"), "{url} keeps its parameters");
+            assert!(
+                lossy.contains("mode=rwc"),
+                "{url} creates the file: {lossy}"
+            );
+            assert!(
+                lossy.contains("cache=private"),
+                "{url} keeps its parameters"
+            );
         }
     }
 
