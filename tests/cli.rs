@@ -351,3 +351,96 @@ async fn every_subcommand_has_help_with_examples() {
         assert!(stdout.contains("Examples:"), "{sub}: {stdout}");
     }
 }
+
+/// `millm serve` as a child process on port 0 with a data folder of its own, no settings from
+/// the environment or a `.env`, stdout and stderr piped.
+#[cfg(unix)]
+fn serve_child(dir: &Path) -> tokio::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_millm"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(dir.join("data"))
+        .env_clear()
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("millm serve starts")
+}
+
+/// Reads the first three banner lines, as `millm serve | head -3` does, then closes stdout;
+/// returns the server's URL.
+#[cfg(unix)]
+async fn read_three_lines_and_close_stdout(child: &mut tokio::process::Child) -> String {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let mut banner = Vec::new();
+    for _ in 0..3 {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("the banner in time")
+            .expect("stdout readable")
+            .expect("a banner line");
+        banner.push(line);
+    }
+    drop(lines);
+    banner[0]
+        .rsplit(' ')
+        .next()
+        .filter(|url| url.starts_with("http://"))
+        .unwrap_or_else(|| panic!("the first line names the URL: {banner:?}"))
+        .to_string()
+}
+
+/// Sends SIGTERM and waits (bounded) for the exit.
+#[cfg(unix)]
+async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("the server runs") as libc::pid_t;
+    // SAFETY: sends a signal to our own child process, which is still running.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the server exits within 30 s of SIGTERM")
+        .expect("the server ran")
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_exits_on_sigterm_after_its_stdout_and_stderr_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = serve_child(dir.path());
+    let url = read_three_lines_and_close_stdout(&mut child).await;
+    drop(child.stderr.take());
+
+    // Still serving with nowhere to write.
+    let live = reqwest::get(format!("{url}/api/health")).await.unwrap();
+    assert_eq!(live.status(), 200);
+    let status = terminate(&mut child).await;
+    assert!(status.success(), "{status:?}");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_its_stdout_closed_exits_cleanly_on_sigterm_without_complaining() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = serve_child(dir.path());
+    let url = read_three_lines_and_close_stdout(&mut child).await;
+
+    let live = reqwest::get(format!("{url}/api/health")).await.unwrap();
+    assert_eq!(live.status(), 200);
+    let status = terminate(&mut child).await;
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(
+        &mut child.stderr.take().expect("piped stderr"),
+        &mut stderr,
+    )
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    // A closed stdout is the reader's choice, not an error: no panic, no report of it.
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+}
