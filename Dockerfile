@@ -9,6 +9,8 @@
 #
 # Stages: `web` builds the web UI (Node), `builder` / `builder-cuda` build the binary with the UI
 # embedded, `runtime-cuda` and `runtime` (the last, so the default target) are the images.
+# Their HEALTHCHECK asks /api/health/live (the process answers), not /api/health (readiness,
+# which fails while the database is away), so a database outage never restarts the container.
 
 ARG NODE_IMAGE=node:22-bookworm-slim
 ARG RUST_IMAGE=rust:1-bookworm
@@ -69,7 +71,7 @@ EXPOSE 8000
 USER millm
 WORKDIR /data
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD curl -fsS "http://127.0.0.1:${PORT}/api/health" >/dev/null || exit 1
+  CMD curl -fsS "http://127.0.0.1:${PORT}/api/health/live" >/dev/null || exit 1
 ENTRYPOINT ["millm"]
 CMD ["serve"]
 
@@ -87,6 +89,6 @@ EXPOSE 8000
 USER millm
 WORKDIR /data
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD curl -fsS "http://127.0.0.1:${PORT}/api/health" >/dev/null || exit 1
+  CMD curl -fsS "http://127.0.0.1:${PORT}/api/health/live" >/dev/null || exit 1
 ENTRYPOINT ["millm"]
 CMD ["serve"]

@@ -103,8 +103,9 @@ fn compose_runs_millm_on_a_healthy_postgres_with_volumes() {
             "{name} has a healthcheck"
         );
     }
+    // Liveness, not readiness: a database outage must not make the container unhealthy.
     let health = format!("{:?}", millm["healthcheck"]["test"]);
-    assert!(health.contains("/api/health"), "{health}");
+    assert!(health.contains("/api/health/live"), "{health}");
 
     // DATABASE_URL points at the postgres service with the database it creates.
     let url = millm["environment"]["DATABASE_URL"].as_str().unwrap();
@@ -201,8 +202,8 @@ fn dockerfile_images_set_only_settings_and_check_health() {
             assert!(env.iter().any(|v| v == required), "{name} sets {required}");
         }
         assert!(
-            body.contains("HEALTHCHECK") && body.contains("/api/health"),
-            "{name}"
+            body.contains("HEALTHCHECK") && body.contains("/api/health/live"),
+            "{name} checks liveness, which never asks the database"
         );
         assert!(
             body.contains("USER millm"),
@@ -241,13 +242,17 @@ fn kubernetes_manifest_sets_only_settings_and_probes_health() {
                 "deploy/k8s.yaml sets {name}, which `millm serve` does not read"
             );
         }
-        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-            assert_eq!(
-                c[probe]["httpGet"]["path"].as_str(),
-                Some("/api/health"),
-                "{probe}"
-            );
+        // A database outage makes the pod not ready; it never gets it restarted.
+        for (probe, path) in [
+            ("startupProbe", "/api/health/live"),
+            ("livenessProbe", "/api/health/live"),
+            ("readinessProbe", "/api/health"),
+        ] {
+            assert_eq!(c[probe]["httpGet"]["path"].as_str(), Some(path), "{probe}");
         }
+        // Readiness waits longer than the server's 2 s bound on the database ping, so it sees
+        // the 503 rather than its own timeout.
+        assert!(c["readinessProbe"]["timeoutSeconds"].as_u64().unwrap_or(1) > 2);
         assert!(c["resources"]["limits"].is_mapping());
     }
 }

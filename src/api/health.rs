@@ -30,9 +30,11 @@ pub struct LiveResponse {
     pub status: String,
 }
 
-/// Liveness: the process answers HTTP. It touches neither the database nor the device, so a
-/// database outage makes the server not ready but never gets it restarted (which would stop its
-/// downloads). Point liveness probes and container health checks here.
+/// Liveness: the process answers HTTP.
+///
+/// Touches neither the database nor the device, so a database outage makes the server not
+/// ready but never gets it restarted (which would stop its downloads). Point liveness probes
+/// and container health checks here.
 #[utoipa::path(get, path = "/api/health/live", tag = "system",
     responses((status = 200, description = "The process is up and serving requests", body = Envelope<LiveResponse>)))]
 async fn live() -> ApiOk<LiveResponse> {
@@ -41,10 +43,12 @@ async fn live() -> ApiOk<LiveResponse> {
     })
 }
 
-/// Readiness: server, database and device memory status. The database ping is bounded to 2 s;
-/// when it fails or times out the answer is 503 with the same report (`status: "degraded"`,
-/// `database: "unavailable"`), so a readiness probe takes the server out of rotation while a
-/// person still sees what failed. Point readiness probes here, not liveness probes.
+/// Readiness: server, database and device memory status.
+///
+/// The database ping is bounded to 2 s; when it fails or times out the answer is 503 with the
+/// same report (`status: "degraded"`, `database: "unavailable"`), so a readiness probe takes
+/// the server out of rotation while a person (and `millm ps`) still sees what failed and the
+/// device's memory. Point readiness probes here, liveness probes at `/api/health/live`.
 #[utoipa::path(get, path = "/api/health", tag = "system",
     responses(
         (status = 200, description = "Ready: the database answered within 2 s", body = Envelope<HealthResponse>),

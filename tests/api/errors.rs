@@ -209,3 +209,66 @@ async fn health_reports_database_and_device_memory() {
     assert!(total > 0 && free > 0 && free <= total);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn liveness_answers_ok_in_the_envelope() {
+    let app = spawn_app(Db::Sqlite).await;
+    let reply = app.get("/api/health/live").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.body,
+        json!({"success": true, "data": {"status": "ok"}, "error": null})
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn only_get_and_head_outside_the_api_get_the_page() {
+    let app = spawn_app(Db::Sqlite).await;
+    let page = |method: reqwest::Method, path: &str| app.http.request(method, app.url(path));
+
+    // The page, for the browser's GET (a client route too) and HEAD.
+    for path in ["/", "/models/3"] {
+        let resp = page(reqwest::Method::GET, path).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "GET {path}");
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+    }
+    let resp = page(reqwest::Method::HEAD, "/").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Any other method: 404 where there is nothing but a client route, 405 on the page's own
+    // files; a short plain answer, never the page.
+    for (method, path, status) in [
+        (reqwest::Method::POST, "/v1/completions", 404),
+        (reqwest::Method::POST, "/v1/chat/completions", 404),
+        (reqwest::Method::PUT, "/models/3", 404),
+        (reqwest::Method::PATCH, "/anything", 404),
+        (reqwest::Method::DELETE, "/models", 404),
+        (reqwest::Method::POST, "/", 405),
+        (reqwest::Method::DELETE, "/index.html", 405),
+    ] {
+        let resp = page(method.clone(), path)
+            .header("content-type", "application/json")
+            .body(r#"{"prompt": "hi"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{method} {path}");
+        if status == 405 {
+            assert_eq!(resp.headers()["allow"], "GET, HEAD", "{method} {path}");
+        }
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        let body = resp.text().await.unwrap();
+        assert!(
+            body.len() < 100 && !body.to_ascii_lowercase().contains("<html"),
+            "{method} {path}: {body}"
+        );
+    }
+    app.stop().await;
+}

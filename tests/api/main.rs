@@ -10,5 +10,7 @@ mod load;
 mod local_models;
 mod metrics;
 mod openapi;
+mod pgproxy;
 mod python;
 mod registry;
+mod startup;
