@@ -1,4 +1,5 @@
-//! Devices and memory, safetensors header inspection, memory estimates (and, next, the loader).
+//! Devices and memory, safetensors header inspection, memory estimates, the loader (with its
+//! quantization) and the runtime that owns the loaded model.
 
 pub mod device;
 pub mod estimate;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! {MODEL_CACHE_DIR}/models--{owner}--{name}/
-//!   blobs/{identity}                  the bytes
+//!   blobs/{identity}                  the bytes, verified (synced before they get this name)
 //!   blobs/{identity}.incomplete       a download in progress: always a prefix of the blob
 //!   snapshots/{commit}/{path}         relative symlink to ../../blobs/{identity}
 //!   refs/{revision}                   the commit, no trailing newline
@@ -11,16 +11,13 @@
 //!                                     `flock`ed by whoever writes that blob
 //! ```
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::select::check_name;
 use super::HubError;
 use crate::domain::RepoId;
-
-/// The sidecar in which earlier miLLM versions listed the finished ranges of an `.incomplete`
-/// file; read once to resume such a file, then removed.
-pub const RANGES_SUFFIX: &str = ".incomplete.ranges";
 
 /// One repo's folder in the cache.
 #[derive(Debug, Clone)]
@@ -94,10 +91,6 @@ impl RepoCache {
         self.blobs_dir().join(format!("{identity}.incomplete"))
     }
 
-    pub fn ranges(&self, identity: &str) -> PathBuf {
-        self.blobs_dir().join(format!("{identity}{RANGES_SUFFIX}"))
-    }
-
     /// The lock file the Python tools take while they write this blob.
     pub fn lock_file(&self, identity: &str) -> PathBuf {
         let folder = self.root.file_name().unwrap_or_default();
@@ -159,8 +152,10 @@ impl RepoCache {
             return Ok(());
         }
         let tmp = path.with_extension("millm-tmp");
-        std::fs::write(&tmp, commit)?;
-        std::fs::rename(&tmp, &path)?;
+        let mut file = File::create(&tmp)?;
+        file.write_all(commit.as_bytes())?;
+        drop(file);
+        rename_durably(&tmp, &path)?;
         Ok(())
     }
 
@@ -181,6 +176,26 @@ fn make_link(target: &str, link: &Path, _blob: &Path) -> io::Result<()> {
 fn make_link(_target: &str, link: &Path, blob: &Path) -> io::Result<()> {
     // Without symlinks the Python client copies the blob too.
     std::fs::copy(blob, link).map(|_| ())
+}
+
+/// Renames a finished file into place so that a power loss cannot leave a name pointing at
+/// bytes that never reached the disk: the file is synced before the rename, and its new folder
+/// after it (the rename itself is an entry of that folder).
+pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
+    File::open(from)?.sync_all()?;
+    std::fs::rename(from, to)?;
+    sync_folder(to.parent().unwrap_or(Path::new(".")))
+}
+
+#[cfg(unix)]
+fn sync_folder(folder: &Path) -> io::Result<()> {
+    File::open(folder)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_folder(_folder: &Path) -> io::Result<()> {
+    // Windows cannot open a folder as a file; NTFS journals the rename itself.
+    Ok(())
 }
 
 /// Removes a file if it is there; returns its size when it was.
@@ -255,5 +270,23 @@ mod tests {
         );
         assert!(cache.snapshot_file("c0ffee", "../x").is_err());
         assert!(cache.link("c0ffee", "x", "../evil").is_err());
+    }
+
+    #[test]
+    fn a_durable_rename_moves_the_whole_file_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("x.incomplete"), dir.path().join("x"));
+        std::fs::write(&from, b"verified bytes").unwrap();
+        rename_durably(&from, &to).unwrap();
+        assert!(!from.exists());
+        assert_eq!(std::fs::read(&to).unwrap(), b"verified bytes");
+
+        // A file that cannot be synced or moved stays where it was, under its unverified name.
+        let missing = dir.path().join("gone/x");
+        std::fs::write(&from, b"more").unwrap();
+        assert!(rename_durably(&from, &missing).is_err());
+        assert_eq!(std::fs::read(&from).unwrap(), b"more");
+        assert!(rename_durably(&dir.path().join("absent"), &to).is_err());
+        assert_eq!(std::fs::read(&to).unwrap(), b"verified bytes");
     }
 }

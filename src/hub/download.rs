@@ -5,7 +5,9 @@
 //! the Python tools resume it (and the reverse). Each file's checksum (the sha256 of an LFS
 //! file, the git blob sha1 of a plain git file) is computed from the same pieces as they are
 //! written: in order, from memory, or once from disk for a prefix an earlier run left, never
-//! as a second pass. It is checked before the file is renamed into `blobs/`.
+//! as a second pass. It is checked before the file is renamed into `blobs/`, and the file is
+//! synced to disk before that rename (the folder after it), so a power loss never leaves an
+//! unchecked file under a blob's name.
 //!
 //! Memory stays bounded: a range may only start within a window past the written prefix, so at
 //! most about `window_chunks × chunk_size` bytes wait in memory.
@@ -27,10 +29,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::cache::{check_identity, is_git_sha1, is_sha256, RepoCache};
+use super::cache::{check_identity, is_git_sha1, is_sha256, rename_durably, RepoCache};
 use super::client::{transport, ErrorContext, HubClient};
 use super::HubError;
 use crate::config::Secret;
+use crate::sync::lock as lock_ok;
 
 /// How transfers are split and retried.
 #[derive(Debug, Clone)]
@@ -94,10 +97,7 @@ pub struct BlobLocks(Arc<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>);
 
 impl BlobLocks {
     fn get(&self, path: PathBuf) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = match self.0.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = lock_ok(&self.0);
         map.retain(|_, l| Arc::strong_count(l) > 1);
         map.entry(path).or_default().clone()
     }
@@ -196,10 +196,7 @@ impl Reorder {
             if !out.is_empty() || s.closed {
                 return out;
             }
-            s = match self.ready.wait(s) {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            s = crate::sync::wait(&self.ready, s);
         }
     }
 }
@@ -265,11 +262,7 @@ impl Downloader {
                 if self.cache.blob(&p.identity).is_file() {
                     p.size
                 } else {
-                    resumable_prefix(
-                        &self.cache.incomplete(&p.identity),
-                        &self.cache.ranges(&p.identity),
-                        p.size,
-                    )
+                    resumable_prefix(&self.cache.incomplete(&p.identity), p.size)
                 }
             })
             .sum()
@@ -450,8 +443,7 @@ impl Downloader {
     fn open_transfer(&self, plan: FilePlan) -> Result<(Transfer, Finished), HubError> {
         std::fs::create_dir_all(self.cache.blobs_dir())?;
         let path = self.cache.incomplete(&plan.identity);
-        let legacy = self.cache.ranges(&plan.identity);
-        let prefix = resumable_prefix(&path, &legacy, plan.size);
+        let prefix = resumable_prefix(&path, plan.size);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -460,9 +452,6 @@ impl Downloader {
             .open(&path)?;
         if file.metadata()?.len() != prefix {
             file.set_len(prefix)?;
-        }
-        if legacy.exists() {
-            std::fs::remove_file(&legacy)?;
         }
         let mut queue = VecDeque::new();
         let chunk = self.options.chunk_size.max(1);
@@ -798,35 +787,13 @@ fn hash_in_order(
     Ok((next == size).then(|| hasher.finish()))
 }
 
-/// The bytes of an `.incomplete` file a download can resume from: its length, or — for a
-/// file an earlier miLLM wrote with a ranges sidecar — the finished range at its start.
-fn resumable_prefix(incomplete: &Path, legacy_sidecar: &Path, size: u64) -> u64 {
-    let Ok(meta) = std::fs::metadata(incomplete) else {
-        return 0;
-    };
-    let len = meta.len();
-    if len > size {
-        return 0;
+/// The bytes of an `.incomplete` file a download can resume from: its length (it is always a
+/// prefix of the blob), or nothing when it is missing or longer than the blob.
+fn resumable_prefix(incomplete: &Path, size: u64) -> u64 {
+    match std::fs::metadata(incomplete) {
+        Ok(meta) if meta.len() <= size => meta.len(),
+        _ => 0,
     }
-    if !legacy_sidecar.exists() {
-        return len;
-    }
-    let done = std::fs::read(legacy_sidecar)
-        .ok()
-        .and_then(|t| serde_json::from_slice::<LegacySidecar>(&t).ok())
-        .filter(|s| s.size == size)
-        .and_then(|s| s.done.first().copied())
-        .filter(|&(a, _)| a == 0)
-        .map(|(_, b)| b)
-        .unwrap_or(0);
-    done.min(len)
-}
-
-/// The ranges sidecar of earlier miLLM versions; only its first range is still used.
-#[derive(Deserialize)]
-struct LegacySidecar {
-    size: u64,
-    done: Vec<(u64, u64)>,
 }
 
 enum FlockAttempt {
@@ -859,7 +826,8 @@ fn try_flock(path: &Path) -> Result<FlockAttempt, HubError> {
     }
 }
 
-/// Checks the digest and moves the finished file into `blobs/`; a mismatch deletes it.
+/// Checks the digest and moves the finished file into `blobs/`, synced to disk before and after
+/// the rename, so that only a verified file ever has a blob's name; a mismatch deletes it.
 fn finish(cache: &RepoCache, plan: &FilePlan, digest: Option<String>) -> Result<(), HubError> {
     let incomplete = cache.incomplete(&plan.identity);
     if let Some(check) = Check::of(plan) {
@@ -882,7 +850,7 @@ fn finish(cache: &RepoCache, plan: &FilePlan, digest: Option<String>) -> Result<
             plan.path, plan.size
         )));
     }
-    std::fs::rename(&incomplete, cache.blob(&plan.identity))?;
+    rename_durably(&incomplete, &cache.blob(&plan.identity))?;
     Ok(())
 }
 
@@ -891,13 +859,6 @@ fn prefer(current: Option<HubError>, new: HubError) -> HubError {
     match current {
         Some(HubError::Cancelled) | None => new,
         Some(e) => e,
-    }
-}
-
-fn lock_ok<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 
@@ -998,23 +959,13 @@ mod tests {
     }
 
     #[test]
-    fn a_legacy_ranges_sidecar_keeps_only_its_leading_range() {
+    fn an_incomplete_file_resumes_from_its_length_unless_longer_than_the_blob() {
         let dir = tempfile::tempdir().unwrap();
-        let (inc, side) = (
-            dir.path().join("x.incomplete"),
-            dir.path().join("x.incomplete.ranges"),
-        );
-        assert_eq!(resumable_prefix(&inc, &side, 100), 0);
+        let inc = dir.path().join("x.incomplete");
+        assert_eq!(resumable_prefix(&inc, 100), 0, "nothing to resume");
         std::fs::write(&inc, vec![1u8; 80]).unwrap();
-        assert_eq!(resumable_prefix(&inc, &side, 100), 80);
-        assert_eq!(resumable_prefix(&inc, &side, 50), 0, "longer than the blob");
-        std::fs::write(
-            &side,
-            r#"{"identity":"x","size":100,"done":[[0,30],[60,80]]}"#,
-        )
-        .unwrap();
-        assert_eq!(resumable_prefix(&inc, &side, 100), 30);
-        std::fs::write(&side, r#"{"identity":"x","size":100,"done":[[10,80]]}"#).unwrap();
-        assert_eq!(resumable_prefix(&inc, &side, 100), 0);
+        assert_eq!(resumable_prefix(&inc, 100), 80);
+        assert_eq!(resumable_prefix(&inc, 80), 80, "complete, not yet verified");
+        assert_eq!(resumable_prefix(&inc, 50), 0, "longer than the blob");
     }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::cache::{check_identity, prune_empty, remove_if_present};
+use super::cache::{check_identity, prune_empty, remove_if_present, rename_durably};
 use super::client::ErrorContext;
 use super::download::{BlobLocks, Downloader, Progress};
 use super::remote::{self, Access, RemoteModel};
@@ -226,7 +226,7 @@ impl Hub {
             let text = serde_json::to_vec_pretty(&plan_file).map_err(std::io::Error::other)?;
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, text)?;
-            std::fs::rename(&tmp, &path)?;
+            rename_durably(&tmp, &path)?;
             Ok(())
         })
         .await?;
