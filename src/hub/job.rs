@@ -505,4 +505,42 @@ mod tests {
         let found = linked_blobs(&cache.root().join("snapshots"));
         assert_eq!(found, HashSet::from(["aaa".to_string(), "bbb".to_string()]));
     }
+
+    #[tokio::test]
+    async fn an_identity_read_back_from_a_plan_file_cannot_name_a_file_outside_the_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = RepoId::parse("o/n").unwrap();
+        let hub = Hub::new(
+            "http://127.0.0.1:9",
+            dir.path().join("hub"),
+            dir.path().join("plans"),
+        )
+        .unwrap();
+        let cache = RepoCache::new(&dir.path().join("hub"), &repo);
+        std::fs::create_dir_all(cache.blobs_dir()).unwrap();
+        std::fs::write(cache.blob("mine"), b"x").unwrap();
+        // A file beside the cache that a tampered plan file points at.
+        let precious = dir.path().join("hub").join("precious");
+        std::fs::write(&precious, b"keep").unwrap();
+        std::fs::create_dir_all(dir.path().join("plans")).unwrap();
+        let plan = serde_json::json!({"repo_id": "o/n", "commit": "c0ffee", "files": [
+            {"path": "a.json", "size": 1, "identity": "mine", "url": "http://x/a", "lfs": false},
+            {"path": "b.json", "size": 4, "identity": "../../precious", "url": "http://x/b", "lfs": false}
+        ]});
+        std::fs::write(hub.plan_path(7), plan.to_string()).unwrap();
+        let mine = CacheUser {
+            key: 7,
+            commit: Some("c0ffee".into()),
+            requested_revision: None,
+            files: Vec::new(),
+        };
+        let freed = hub.remove_unshared(&repo, mine, Vec::new()).await;
+        assert_eq!(freed, 1, "only the blob of the plan");
+        assert!(!cache.blob("mine").exists());
+        assert_eq!(std::fs::read(&precious).unwrap(), b"keep");
+        assert!(
+            !hub.plan_path(7).exists(),
+            "the plan file goes with the record"
+        );
+    }
 }

@@ -133,3 +133,46 @@ async fn the_python_client_offline_reads_what_millm_downloaded() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_model_keeps_the_blobs_the_python_clients_snapshot_still_links() {
+    let (repo, files) = repo("test-org/py-shared", 33);
+    let first_commit = repo.commit.clone();
+    let hub = FakeHub::start().await.unwrap();
+    hub.add_repo(repo.clone());
+    let app = spawn_app_with_hub(Db::Sqlite, &hub.endpoint()).await;
+    let cache = app.settings.cache_dir();
+    // Python downloads the repo at its first commit...
+    let python_paths =
+        python_fetch(Some(&hub.endpoint()), &cache, "test-org/py-shared", &files).await;
+    let python_blobs = blobs(&app, "test-org/py-shared");
+    // ...then the repo gets a new commit with the same files, which this server downloads:
+    // every blob is reused, only its own snapshot links are new.
+    let mut next = repo;
+    next.commit = hex::encode(Sha256::digest(b"a second commit"))[..40].to_string();
+    hub.add_repo(next);
+    let r = app
+        .post("/api/models", download_body("test-org/py-shared"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.data()["id"].as_i64().unwrap();
+    wait_status(&app, id, "ready").await;
+    assert_eq!(blobs(&app, "test-org/py-shared"), python_blobs, "reused");
+
+    assert_eq!(app.delete(&format!("/api/models/{id}")).await.status, 200);
+    // Python's snapshot still resolves, every file with its bytes.
+    let snapshot = cache_of(&app, "test-org/py-shared")
+        .join("snapshots")
+        .join(&first_commit);
+    for (path, name) in python_paths.iter().zip(&files) {
+        assert!(path.starts_with(&snapshot), "{path:?}");
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{name} dangles: {e}"));
+        assert!(!bytes.is_empty(), "{name}");
+    }
+    assert_eq!(
+        blobs(&app, "test-org/py-shared"),
+        python_blobs,
+        "none removed"
+    );
+    app.stop().await;
+}
