@@ -1,9 +1,10 @@
 //! `/api/models`: list, show, create (Hub download or local folder), delete.
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use std::sync::{Arc, Mutex};
@@ -12,10 +13,10 @@ use super::extract::{ApiJson, IdPath};
 use super::schema::{DeleteResponse, Envelope, ModelDownloadRequest, ModelResponse};
 use super::{ok, ApiOk};
 use crate::app::AppState;
-use crate::domain::{Quantization, Source};
+use crate::domain::{ModelStatus, Quantization, Source};
 use crate::error::{AppError, AppResult, ErrorBody};
-use crate::service::Services;
-use crate::store::ModelRecord;
+use crate::service::{ModelView, Services};
+use crate::store::{ListFilter, ModelRecord};
 use crate::sync::lock;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -24,32 +25,134 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_model, delete_model))
 }
 
-/// Every model, newest first.
+/// Most rows one page may ask for.
+pub const MAX_LIMIT: u64 = 1000;
+/// Longest search text.
+pub const MAX_QUERY_CHARS: usize = 200;
+
+/// The optional query of `GET /api/models`; without any, every row.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct ListParams {
+    /// Rows to return, newest first (1–1000); every row when absent.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+    /// Rows to skip before the page; default 0.
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
+    offset: Option<u64>,
+    /// Only models in this status.
+    status: Option<ModelStatus>,
+    /// Only models whose name or repo id contains this text (case-insensitive; at most 200
+    /// characters; blank = no filter).
+    #[param(max_length = 200)]
+    q: Option<String>,
+}
+
+/// Models, newest first: every one, or a filtered page. `X-Total-Count` is the number of
+/// models the filter matches before paging.
 #[utoipa::path(get, path = "/api/models", tag = "models",
-    responses((status = 200, description = "All models", body = Envelope<Vec<ModelResponse>>)))]
-async fn list_models(State(state): State<AppState>) -> AppResult<Response> {
-    let rows = state.model_list.rows(&state.services).await?;
+    params(ListParams),
+    responses(
+        (status = 200, description = "The models", body = Envelope<Vec<ModelResponse>>,
+            headers(("X-Total-Count" = u64, description = "Models matching the filter, before paging"))),
+        (status = 422, description = "VALIDATION_ERROR: a bad limit, offset, status or q (details.field)", body = Envelope<ErrorBody>)))]
+async fn list_models(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> AppResult<Response> {
+    let filter = parse_list_query(query.as_deref())?;
     let services = &state.services;
-    let mut body = Vec::with_capacity(rows.bytes + 64);
+    let mut body = Vec::new();
     body.extend_from_slice(br#"{"success":true,"data":["#);
-    for (i, row) in rows.rows.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        match row {
-            ListRow::Fixed(bytes) => body.extend_from_slice(bytes),
-            ListRow::Live(record) => {
-                let view = ModelResponse::from(services.view(record.as_ref().clone()));
-                serde_json::to_writer(&mut body, &view).map_err(AppError::internal)?;
+    let total = if filter == ListFilter::default() {
+        let rows = state.model_list.rows(services).await?;
+        body.reserve(rows.bytes + 32);
+        for (i, row) in rows.rows.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            match row {
+                ListRow::Fixed(bytes) => body.extend_from_slice(bytes),
+                ListRow::Live(record) => {
+                    write_view(&mut body, services.view(record.as_ref().clone()))?
+                }
             }
         }
-    }
+        rows.rows.len() as u64
+    } else {
+        let (views, total) = services.list_page(&filter).await?;
+        for (i, view) in views.into_iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            write_view(&mut body, view)?;
+        }
+        total
+    };
     body.extend_from_slice(br#"],"error":null}"#);
     Ok((
-        [(header::CONTENT_TYPE, "application/json")],
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                HeaderName::from_static("x-total-count"),
+                HeaderValue::from(total),
+            ),
+        ],
         Bytes::from(body),
     )
         .into_response())
+}
+
+fn write_view(body: &mut Vec<u8>, view: ModelView) -> AppResult<()> {
+    serde_json::to_writer(body, &ModelResponse::from(view)).map_err(AppError::internal)
+}
+
+/// Reads `limit`, `offset`, `status` and `q`; other parameters are ignored.
+fn parse_list_query(query: Option<&str>) -> AppResult<ListFilter> {
+    let mut filter = ListFilter::default();
+    let number = |field: &str, value: &str, min: u64, max: u64| -> AppResult<u64> {
+        value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                AppError::validation_field(
+                    field,
+                    format!("Query parameter '{field}' must be a whole number from {min} to {max}, got '{value}'."),
+                )
+            })
+    };
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "limit" => filter.limit = Some(number("limit", &value, 1, MAX_LIMIT)?),
+            "offset" => filter.offset = number("offset", &value, 0, i64::MAX as u64)?,
+            "status" => {
+                filter.status = Some(value.trim().parse().map_err(|_| {
+                    AppError::validation_field(
+                        "status",
+                        format!("Query parameter 'status' must be one of downloading, ready, loading, loaded, error; got '{value}'."),
+                    )
+                })?)
+            }
+            "q" => {
+                let q = value.trim();
+                if q.chars().count() > MAX_QUERY_CHARS {
+                    return Err(AppError::validation_field(
+                        "q",
+                        format!("Query parameter 'q' must be at most {MAX_QUERY_CHARS} characters."),
+                    ));
+                }
+                filter.q = (!q.is_empty()).then(|| q.to_string());
+            }
+            _ => {}
+        }
+    }
+    Ok(filter)
 }
 
 /// The rows of `GET /api/models`, kept for one registry generation: clients poll this list,

@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::domain::{human_params, mib_ceil, ModelId, ModelStatus, Quantization, Source};
 use crate::engine::{estimate, inspect_folder};
 use crate::error::{AppError, AppResult};
-use crate::store::NewModel;
+use crate::store::{ListFilter, NewModel};
 
 use super::{busy_error, ModelView, Services};
 
@@ -21,10 +21,10 @@ pub struct Deleted {
 }
 
 impl Services {
-    /// Every model, newest first, with live figures.
-    pub async fn list_models(&self) -> AppResult<Vec<ModelView>> {
-        let rows = self.inner.store.list_summaries().await?;
-        Ok(rows.into_iter().map(|r| self.view(r)).collect())
+    /// One page of the list and the number of rows the filter matches before paging.
+    pub async fn list_page(&self, filter: &ListFilter) -> AppResult<(Vec<ModelView>, u64)> {
+        let (rows, total) = self.inner.store.list_page(filter).await?;
+        Ok((rows.into_iter().map(|r| self.view(r)).collect(), total))
     }
 
     /// Every record, newest first, as stored (without live figures), for a caller that caches

@@ -4,7 +4,7 @@
 mod models;
 mod sqlite;
 
-pub use models::{ModelRecord, NewModel, StoredFile};
+pub use models::{ListFilter, ModelRecord, NewModel, StoredFile};
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -14,6 +14,46 @@ pub struct StoredFile {
     pub size: u64,
 }
 
+/// Which rows a list shows: a status, a substring of the name or repo id (case-insensitive),
+/// and a page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub status: Option<ModelStatus>,
+    pub q: Option<String>,
+    pub limit: Option<u64>,
+    pub offset: u64,
+}
+
+impl ListFilter {
+    /// The `WHERE` clause (empty when nothing filters) and the pattern it binds as `$1`.
+    fn condition(&self) -> (String, Option<String>) {
+        let mut parts = Vec::new();
+        if let Some(status) = self.status {
+            // A closed enum of lowercase words, so inlining it is safe.
+            parts.push(format!("status = '{}'", status.as_str()));
+        }
+        let pattern = self.q.as_ref().map(|q| {
+            let escaped = q
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        if pattern.is_some() {
+            parts.push(
+                "(LOWER(name) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(repo_id, '')) LIKE $1 ESCAPE '\\')"
+                    .to_string(),
+            );
+        }
+        if parts.is_empty() {
+            (String::new(), None)
+        } else {
+            (format!(" WHERE {}", parts.join(" AND ")), pattern)
+        }
+    }
+}
+
 /// A registry row.
 #[derive(Debug, Clone)]
 pub struct ModelRecord {
@@ -234,6 +274,36 @@ impl Store {
         let sql = format!("SELECT {SUMMARY_COLUMNS} FROM models ORDER BY id DESC");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         rows.into_iter().map(from_row).collect()
+    }
+
+    /// One page of the list, newest first, as [`Store::list_summaries`] reads rows, and how
+    /// many rows match the filter before paging.
+    pub async fn list_page(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<(Vec<ModelRecord>, u64), StoreError> {
+        let (condition, pattern) = filter.condition();
+        let limit = filter
+            .limit
+            .map_or(i64::MAX, |l| l.min(i64::MAX as u64) as i64);
+        let offset = filter.offset.min(i64::MAX as u64) as i64;
+        let (limit_at, offset_at) = if pattern.is_some() { (2, 3) } else { (1, 2) };
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM models{condition} ORDER BY id DESC LIMIT ${limit_at} OFFSET ${offset_at}"
+        );
+        let mut rows = sqlx::query(&sql);
+        if let Some(p) = &pattern {
+            rows = rows.bind(p.clone());
+        }
+        let rows = rows.bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        let count_sql = format!("SELECT COUNT(*) AS n FROM models{condition}");
+        let mut count = sqlx::query(&count_sql);
+        if let Some(p) = pattern {
+            count = count.bind(p);
+        }
+        let total: i64 = count.fetch_one(&self.pool).await?.try_get("n")?;
+        let rows = rows.into_iter().map(from_row).collect::<Result<_, _>>()?;
+        Ok((rows, total.max(0) as u64))
     }
 
     /// Models in one of the given statuses, oldest first.

@@ -10,6 +10,7 @@ mod load;
 mod local_models;
 mod metrics;
 mod openapi;
+mod paging;
 mod pgproxy;
 mod python;
 mod registry;

@@ -18,7 +18,7 @@ async fn store_for(db: Db) -> (Store, tempfile::TempDir) {
     )
 }
 
-fn hub_model(repo: &str, q: Quantization) -> NewModel {
+pub(crate) fn hub_model(repo: &str, q: Quantization) -> NewModel {
     NewModel {
         name: repo.rsplit('/').next().unwrap().into(),
         source: Source::Huggingface,
