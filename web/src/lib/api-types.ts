@@ -1,106 +1,53 @@
-//! Wire types of the miLLM model-management API (shared/API.md), shared by the
-//! API client, the socket layer and the features.
+//! Friendly names for the wire types, all derived from `api-schema.d.ts`, which
+//! `npm run gen:api` generates from the committed `openapi.json` (a test fails
+//! when it is stale). Each name is taken from a path and method of the document,
+//! not from a schema's name, so it follows the contract when schemas are renamed
+//! or split (a request body that becomes a `oneOf` union stays one alias).
+import type { paths } from "./api-schema";
 
-/** Quantization applied at load time. */
-export type Quantization = "FP32" | "FP16" | "Q8" | "Q4" | "Q2";
+/** The JSON body of a path's request. */
+type RequestBody<P extends keyof paths, M extends "get" | "post" | "delete"> = paths[P][M] extends {
+  requestBody?: { content: { "application/json": infer B } };
+}
+  ? B
+  : never;
 
-/** Every quantization, from the largest to the smallest. */
-export const QUANTIZATIONS: readonly Quantization[] = ["FP32", "FP16", "Q8", "Q4", "Q2"];
-
-/** Lifecycle status of a model record. */
-export type ModelStatus = "downloading" | "ready" | "loading" | "loaded" | "error";
-
-/** Where a model came from. */
-export type ModelSource = "huggingface" | "local";
+/** The `data` of a path's 2xx envelope, without the `null` an error envelope carries. */
+type Data<P extends keyof paths, M extends "get" | "post" | "delete"> = paths[P][M] extends {
+  responses: infer R;
+}
+  ? NonNullable<
+      {
+        [S in keyof R & (200 | 201 | 202)]: R[S] extends { content: { "application/json": { data?: infer D } } } ? D : never;
+      }[keyof R & (200 | 201 | 202)]
+    >
+  : never;
 
 /** The model object (`ModelResponse`). */
-export interface ModelResponse {
-  id: number;
-  name: string;
-  source: ModelSource;
-  repo_id: string | null;
-  revision: string | null;
-  local_path: string | null;
-  params: string | null;
-  architecture: string | null;
-  quantization: Quantization;
-  disk_size_mb: number | null;
-  estimated_memory_mb: number | null;
-  status: ModelStatus;
-  error_message: string | null;
-  download_progress: number | null;
-  downloaded_bytes: number | null;
-  total_bytes: number | null;
-  speed_bps: number | null;
-  created_at: string | null;
-  updated_at: string | null;
-  loaded_at: string | null;
-  num_parameters: number | null;
-  /** Bytes actually held while loaded. */
-  memory_footprint: number | null;
-  device: string | null;
-  dtype: string | null;
-}
-
-/** Disk and memory estimate for one quantization, in MiB. */
-export interface EstimatedSize {
-  disk_mb: number;
-  memory_mb: number;
-}
-
-/** One file of a Hub repo. */
-export interface PreviewFile {
-  path: string;
-  size: number | null;
-}
+export type ModelResponse = Data<"/api/models/{id}", "get">;
+/** Lifecycle status of a model record. */
+export type ModelStatus = ModelResponse["status"];
+/** Where a model came from. */
+export type ModelSource = ModelResponse["source"];
+/** Quantization applied at load time. */
+export type Quantization = ModelResponse["quantization"];
 
 /** Hub metadata returned by `POST /api/models/preview`. */
-export interface ModelPreviewResponse {
-  name: string;
-  params: string | null;
-  architecture: string | null;
-  is_gated: boolean;
-  has_access?: boolean | null;
-  requires_trust_remote_code: boolean;
-  estimated_sizes: Partial<Record<Quantization, EstimatedSize>>;
-  downloads?: number | null;
-  likes?: number | null;
-  tags?: string[] | null;
-  pipeline_tag?: string | null;
-  model_type?: string | null;
-  architectures?: string[] | null;
-  license?: string | null;
-  language?: string | string[] | null;
-  files: PreviewFile[];
-}
-
+export type ModelPreviewResponse = Data<"/api/models/preview", "post">;
+/** Disk and memory estimate for one quantization, in MiB. */
+export type EstimatedSize = ModelPreviewResponse["estimated_sizes"][Quantization];
+/** One file of a Hub repo. */
+export type PreviewFile = ModelPreviewResponse["files"][number];
 /** Body of `POST /api/models/preview`. */
-export interface ModelPreviewRequest {
-  repo_id: string;
-  hf_token?: string;
-  revision?: string;
-}
+export type ModelPreviewRequest = RequestBody<"/api/models/preview", "post">;
 
-/** Body of `POST /api/models`. */
-export interface ModelDownloadRequest {
-  source: ModelSource;
-  repo_id?: string;
-  revision?: string;
-  local_path?: string;
-  quantization?: Quantization;
-  trust_remote_code?: boolean;
-  hf_token?: string;
-  custom_name?: string;
-}
+/** Body of `POST /api/models` (a Hub download or a local folder). */
+export type ModelDownloadRequest = RequestBody<"/api/models", "post">;
+/** Optional body of `POST /api/models/{id}/retry`. */
+export type RetryRequest = NonNullable<RequestBody<"/api/models/{id}/retry", "post">>;
 
 /** Body of `GET /api/health`. */
-export interface HealthResponse {
-  status: string;
-  version: string;
-  database: string;
-  loaded_model_id: number | null;
-  memory: { device: string; total_mb: number; free_mb: number };
-}
+export type HealthResponse = Data<"/api/health", "get">;
 
 /** The `error` object of a failed envelope or an error event. */
 export interface ApiErrorBody {
@@ -115,3 +62,12 @@ export interface Envelope<T> {
   data: T | null;
   error: ApiErrorBody | null;
 }
+
+/** Every quantization, from the largest to the smallest (a `Record`, so a value the
+ * document adds does not compile until it is listed here). */
+const QUANTIZATION_ORDER: Record<Quantization, number> = { FP32: 0, FP16: 1, Q8: 2, Q4: 3, Q2: 4 };
+export const QUANTIZATIONS = Object.keys(QUANTIZATION_ORDER) as Quantization[];
+
+/** Every status, in lifecycle order (exhaustive, as above). */
+const STATUS_ORDER: Record<ModelStatus, number> = { downloading: 0, ready: 1, loading: 2, loaded: 3, error: 4 };
+export const MODEL_STATUSES = Object.keys(STATUS_ORDER) as ModelStatus[];

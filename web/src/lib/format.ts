@@ -42,7 +42,11 @@ export function formatDuration(seconds: number | null | undefined): string {
 }
 
 /** Seconds left from remaining bytes and speed, or null when unknown. */
-export function timeLeft(downloaded: number | null, total: number | null, bps: number | null): number | null {
-  if (!total || !bps || bps <= 0 || downloaded === null) return null;
+export function timeLeft(
+  downloaded: number | null | undefined,
+  total: number | null | undefined,
+  bps: number | null | undefined,
+): number | null {
+  if (!total || !bps || bps <= 0 || downloaded == null) return null;
   return Math.max(0, (total - downloaded) / bps);
 }

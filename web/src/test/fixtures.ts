@@ -66,7 +66,8 @@ export function makeHealth(overrides: Partial<HealthResponse> = {}): HealthRespo
   return {
     status: "ok",
     version: "0.1.0",
-    database: "sqlite",
+    database: "ok",
+    database_backend: "sqlite",
     loaded_model_id: null,
     memory: { device: "cpu", total_mb: 16000, free_mb: 1500 },
     ...overrides,

@@ -3,7 +3,7 @@ import type { ReactNode } from "react";
 
 export interface ProgressBarProps {
   /** 0–100; null for indeterminate. */
-  value: number | null;
+  value: number | null | undefined;
   /** Accessible name, e.g. "Download progress". */
   label: string;
   /** Text beside the bar (percent, speed…). */
@@ -13,7 +13,7 @@ export interface ProgressBarProps {
 }
 
 export function ProgressBar({ value, label, children, tone = "info", ...rest }: ProgressBarProps) {
-  const clamped = value === null ? null : Math.max(0, Math.min(100, value));
+  const clamped = value == null ? null : Math.max(0, Math.min(100, value));
   return (
     <div className="progress" data-testid={rest["data-testid"]}>
       <div

@@ -76,7 +76,7 @@ export function ModelCard({ model }: { model: ModelResponse }) {
           <dt>Disk</dt>
           <dd>{formatMb(model.disk_size_mb)}</dd>
         </div>
-        {model.estimated_memory_mb !== null && model.status !== "loaded" && (
+        {model.estimated_memory_mb != null && model.status !== "loaded" && (
           <div>
             <dt>Est. memory</dt>
             <dd>{formatMb(model.estimated_memory_mb)}</dd>
@@ -107,7 +107,7 @@ export function ModelCard({ model }: { model: ModelResponse }) {
           <div>
             <dt>Memory</dt>
             <dd data-testid="model-memory">
-              {model.memory_footprint !== null ? `${bytesToMb(model.memory_footprint).toLocaleString("en-US")} MB` : formatMb(model.estimated_memory_mb)}
+              {model.memory_footprint != null ? `${bytesToMb(model.memory_footprint).toLocaleString("en-US")} MB` : formatMb(model.estimated_memory_mb)}
             </dd>
           </div>
           <div>
@@ -118,7 +118,7 @@ export function ModelCard({ model }: { model: ModelResponse }) {
             <dt>Dtype</dt>
             <dd className="mono">{model.dtype ?? "—"}</dd>
           </div>
-          {model.num_parameters !== null && (
+          {model.num_parameters != null && (
             <div>
               <dt>Parameters (counted)</dt>
               <dd>{model.num_parameters.toLocaleString("en-US")}</dd>
