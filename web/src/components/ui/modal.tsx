@@ -1,6 +1,6 @@
 //! A modal dialog: traps focus, closes on Escape or backdrop click, and gives
 //! focus back to the element that opened it.
-import { useEffect, useId, useRef, type ReactNode } from "react";
+import { useEffect, useEffectEvent, useId, useRef, type ReactNode } from "react";
 import { createPortal } from "react-dom";
 
 export interface ModalProps {
@@ -19,8 +19,8 @@ const FOCUSABLE =
 export function Modal({ open, title, onClose, children, footer, ...rest }: ModalProps) {
   const titleId = useId();
   const dialogRef = useRef<HTMLDivElement>(null);
-  const onCloseRef = useRef(onClose);
-  onCloseRef.current = onClose;
+  // The latest onClose, without re-running the focus effect when the parent re-renders.
+  const close = useEffectEvent(() => onClose());
 
   useEffect(() => {
     if (!open) return;
@@ -33,7 +33,7 @@ export function Modal({ open, title, onClose, children, footer, ...rest }: Modal
     function onKeyDown(event: KeyboardEvent) {
       if (event.key === "Escape") {
         event.preventDefault();
-        onCloseRef.current();
+        close();
         return;
       }
       if (event.key !== "Tab" || !dialog) return;

@@ -12,5 +12,4 @@ export interface SystemMetrics {
   memory_free_mb?: number;
 }
 
-/** State of the Socket.IO connection. */
-export type ConnectionState = "connecting" | "connected" | "reconnecting" | "disconnected";
+export type { ConnectionState } from "@/lib/socket";

@@ -1,0 +1,53 @@
+// The models feature's socket listeners, called as the socket would call them.
+import { http } from "msw";
+import { makeModel } from "@/test/fixtures";
+import { ok, server } from "@/test/server";
+import { useModelsStore } from "../stores/models-store";
+import { modelSocketListeners } from "./model-events";
+
+const models = () => useModelsStore.getState();
+
+function fire(event: string, payload: unknown) {
+  const handler = modelSocketListeners.events?.[event];
+  if (!handler) throw new Error(`no listener for ${event}`);
+  (handler as (p: unknown) => void)(payload);
+}
+
+describe("model events", () => {
+  it("merge download progress into the card", () => {
+    models().setModels([makeModel({ id: 1, status: "downloading" })]);
+    fire("model:download:progress", { modelId: 1, progress: 30, downloadedBytes: 3, totalBytes: 10, speedBps: 5 });
+    expect(models().models[0].download_progress).toBe(30);
+  });
+
+  it("refetch the model when its download completes", async () => {
+    models().setModels([makeModel({ id: 1, status: "downloading" })]);
+    server.use(http.get("*/api/models/1", () => ok(makeModel({ id: 1, status: "ready", disk_size_mb: 17 }))));
+    fire("model:download:complete", { modelId: 1, localPath: "/x" });
+    await vi.waitFor(() => expect(models().models[0].status).toBe("ready"));
+  });
+
+  it("show a cancelled download's message and then server truth", async () => {
+    models().setModels([makeModel({ id: 1, status: "downloading" })]);
+    server.use(
+      http.get("*/api/models/1", () => ok(makeModel({ id: 1, status: "error", error_message: "Download cancelled by user" }))),
+    );
+    fire("model:download:error", { modelId: 1, error: { code: "DOWNLOAD_CANCELLED", message: "Download cancelled by user" } });
+    expect(models().models[0]).toMatchObject({ status: "error", error_message: "Download cancelled by user" });
+    await vi.waitFor(() => expect(models().models[0].updated_at).toBeTruthy());
+  });
+
+  it("move a model through load and unload", async () => {
+    models().setModels([makeModel({ id: 1, status: "ready" })]);
+    server.use(http.get("*/api/models/1", () => ok(makeModel({ id: 1, status: "loaded", memory_footprint: 1_048_576 }))));
+    fire("model:load:progress", { modelId: 1, stage: "reading", progress: 50 });
+    expect(models().models[0].status).toBe("loading");
+    fire("model:load:complete", { modelId: 1, memoryUsedMb: 1 });
+    expect(models().models[0].status).toBe("loaded");
+    await vi.waitFor(() => expect(models().models[0].memory_footprint).toBe(1_048_576));
+    server.use(http.get("*/api/models/1", () => ok(makeModel({ id: 1, status: "ready" }))));
+    fire("model:unload:complete", { modelId: 1 });
+    expect(models().models[0].status).toBe("ready");
+    await vi.waitFor(() => expect(models().models[0].memory_footprint).toBeNull());
+  });
+});

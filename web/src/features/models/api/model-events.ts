@@ -1,0 +1,61 @@
+//! The models feature's live events: each `model:*` event updates the card it
+//! names and then asks the server for the truth; a reconnect refetches the list.
+import { toast } from "@/components/ui/toast-store";
+import type { SocketListeners } from "@/lib/socket";
+import { useModelsStore } from "../stores/models-store";
+import type {
+  DownloadCompleteEvent,
+  DownloadProgressEvent,
+  LoadCompleteEvent,
+  LoadProgressEvent,
+  ModelErrorEvent,
+  UnloadCompleteEvent,
+} from "../types";
+import { fetchModels, refreshModel } from "./model-actions";
+
+const models = () => useModelsStore.getState();
+
+/** A model the list does not know yet (started elsewhere) is fetched. */
+function ensureKnown(id: number): void {
+  if (!models().models.some((m) => m.id === id)) void refreshModel(id);
+}
+
+export const modelSocketListeners: SocketListeners = {
+  // Events were missed while away: take the list from the server again.
+  onConnect: (reconnected) => {
+    if (reconnected) void fetchModels();
+  },
+  events: {
+    "model:download:progress": (e: DownloadProgressEvent) => {
+      ensureKnown(e.modelId);
+      models().applyDownloadProgress(e);
+    },
+    "model:download:complete": (e: DownloadCompleteEvent) => {
+      void refreshModel(e.modelId);
+    },
+    "model:download:error": (e: ModelErrorEvent) => {
+      models().applyDownloadError(e);
+      if (e.error?.code !== "DOWNLOAD_CANCELLED") toast.error(e.error?.message ?? "The download failed.", "Download failed");
+      void refreshModel(e.modelId);
+    },
+    "model:load:progress": (e: LoadProgressEvent) => {
+      ensureKnown(e.modelId);
+      models().applyLoadProgress(e);
+    },
+    "model:load:complete": (e: LoadCompleteEvent) => {
+      const others = models().models.filter((m) => m.status === "loaded" && m.id !== e.modelId);
+      models().applyLoadComplete(e.modelId);
+      void refreshModel(e.modelId);
+      for (const m of others) void refreshModel(m.id);
+    },
+    "model:load:error": (e: ModelErrorEvent) => {
+      models().applyLoadError(e);
+      toast.error(e.error?.message ?? "The load failed.", "Load failed");
+      void refreshModel(e.modelId);
+    },
+    "model:unload:complete": (e: UnloadCompleteEvent) => {
+      models().applyUnloadComplete(e.modelId);
+      void refreshModel(e.modelId);
+    },
+  },
+};
