@@ -50,6 +50,20 @@ describe("api client", () => {
     await expect(api.health()).rejects.toMatchObject({ code: "NETWORK_ERROR", status: 0 });
   });
 
+  it("asks for one page of models and reads the total from X-Total-Count", async () => {
+    let query = "";
+    server.use(
+      http.get("*/api/models", ({ request }) => {
+        query = new URL(request.url).search;
+        return HttpResponse.json({ success: true, data: [makeModel({ id: 7 })], error: null }, { headers: { "X-Total-Count": "120" } });
+      }),
+    );
+    const page = await api.listModelsPage({ limit: 50, offset: 50, status: "ready", q: "" });
+    expect(query).toBe("?limit=50&offset=50&status=ready");
+    expect(page.total).toBe(120);
+    expect(page.models.map((m) => m.id)).toEqual([7]);
+  });
+
   it("calls every endpoint at its path", async () => {
     const hits: string[] = [];
     const record = (data: unknown) => ({ request }: { request: Request }) => {

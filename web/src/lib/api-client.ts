@@ -4,6 +4,7 @@ import type {
   Envelope,
   HealthResponse,
   ModelDownloadRequest,
+  ModelListQuery,
   ModelPreviewRequest,
   ModelPreviewResponse,
   ModelResponse,
@@ -40,7 +41,13 @@ function resolve(path: string): string {
 }
 
 /** Sends one request and returns the envelope's `data`, or throws `ApiError`. */
-export async function request<T>(method: Method, path: string, body?: unknown): Promise<T> {
+export async function request<T>(
+  method: Method,
+  path: string,
+  body?: unknown,
+  /** Sees the response before its body is read (for headers such as `X-Total-Count`). */
+  onResponse?: (response: Response) => void,
+): Promise<T> {
   const headers: Record<string, string> = { Accept: "application/json" };
   const init: RequestInit = { method, headers };
   if (body !== undefined) {
@@ -54,6 +61,7 @@ export async function request<T>(method: Method, path: string, body?: unknown): 
   } catch {
     throw new ApiError("NETWORK_ERROR", "Cannot reach the miLLM server. Check that it is running.", null, 0);
   }
+  onResponse?.(response);
 
   let payload: unknown = null;
   const text = await response.text();
@@ -91,6 +99,19 @@ export const api = {
   health: () => request<HealthResponse>("GET", "/api/health"),
   /** GET /api/models — newest first. */
   listModels: () => request<ModelResponse[]>("GET", "/api/models"),
+  /** GET /api/models with `limit`, `offset`, `status`, `q`: one page, and how many models the filter matches. */
+  listModelsPage: async (query: ModelListQuery): Promise<{ models: ModelResponse[]; total: number }> => {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(query)) {
+      if (value !== undefined && value !== null && value !== "") params.set(key, String(value));
+    }
+    let total: number | null = null;
+    const models = await request<ModelResponse[]>("GET", `/api/models?${params}`, undefined, (response) => {
+      const header = response.headers.get("X-Total-Count");
+      total = header === null ? null : Number(header);
+    });
+    return { models, total: total ?? models.length };
+  },
   /** GET /api/models/{id} */
   getModel: (id: number) => request<ModelResponse>("GET", `/api/models/${id}`),
   /** POST /api/models/preview — Hub metadata without downloading. */

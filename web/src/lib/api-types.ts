@@ -46,6 +46,9 @@ export type ModelDownloadRequest = RequestBody<"/api/models", "post">;
 /** Optional body of `POST /api/models/{id}/retry`. */
 export type RetryRequest = NonNullable<RequestBody<"/api/models/{id}/retry", "post">>;
 
+/** Query of `GET /api/models`: `limit`, `offset`, `status`, `q` (all optional). */
+export type ModelListQuery = NonNullable<paths["/api/models"]["get"]["parameters"]["query"]>;
+
 /** Body of `GET /api/health`. */
 export type HealthResponse = Data<"/api/health", "get">;
 

@@ -1,6 +1,6 @@
 //! The models page (the only page): forms on one side, the registry on the other.
 import { useEffect } from "react";
-import { fetchModels } from "@/features/models/api/model-actions";
+import { fetchLoadedModel, fetchModels } from "@/features/models/api/model-actions";
 import { DownloadForm } from "@/features/models/components/download-form";
 import { LocalForm } from "@/features/models/components/local-form";
 import { ModelList } from "@/features/models/components/model-list";
@@ -14,6 +14,7 @@ export function ModelsPage() {
 
   useEffect(() => {
     void fetchModels();
+    void fetchLoadedModel();
     void fetchHealth();
   }, []);
 
@@ -38,7 +39,7 @@ export function ModelsPage() {
           <LocalForm />
         </div>
         <div className="column">
-          <ModelList />
+          <ModelList freeMemoryMb={freeMemoryMb} />
         </div>
       </main>
     </>

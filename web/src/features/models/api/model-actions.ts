@@ -2,7 +2,7 @@
 //! in step with the server, and turns an `ApiError` into a toast.
 import { ApiError, api, errorMessage } from "@/lib/api-client";
 import { toast } from "@/components/ui/toast-store";
-import { useModelsStore } from "../stores/models-store";
+import { PAGE_SIZE, useModelsStore } from "../stores/models-store";
 import type { ModelDownloadRequest, ModelPreviewResponse, ModelResponse } from "../types";
 
 const store = () => useModelsStore.getState();
@@ -12,14 +12,44 @@ export function reportError(error: unknown, title?: string): void {
   toast.error(errorMessage(error), title);
 }
 
-/** GET /api/models into the store. */
+/** Counts list requests, so only the answer to the latest one is shown. */
+let listRequests = 0;
+
+/** GET /api/models: the page the store's query asks for (search, status, offset). */
 export async function fetchModels(): Promise<void> {
+  const { q, status, offset } = store().query;
+  const ticket = ++listRequests;
   try {
-    store().setModels(await api.listModels());
+    const page = await api.listModelsPage({ limit: PAGE_SIZE, offset, ...(status ? { status } : {}), ...(q.trim() ? { q: q.trim() } : {}) });
+    // A later search or page was asked for meanwhile: this answer is stale.
+    if (ticket !== listRequests) return;
+    if (page.models.length === 0 && offset > 0 && page.total > 0) {
+      // The page emptied under us (deletes elsewhere): show the last page there is.
+      store().setQuery({ offset: Math.floor((page.total - 1) / PAGE_SIZE) * PAGE_SIZE });
+      return fetchModels();
+    }
+    store().setModels(page.models, page.total);
   } catch (error) {
+    if (ticket !== listRequests) return;
     store().setListError(errorMessage(error));
     reportError(error, "Could not list models");
   }
+}
+
+/** The loaded model, wherever it is listed (a page may not show it). */
+export async function fetchLoadedModel(): Promise<void> {
+  try {
+    const { models } = await api.listModelsPage({ status: "loaded", limit: 1 });
+    store().setLoadedModel(models.find((m) => m.status === "loaded") ?? null);
+  } catch {
+    // The page's own loaded card (if any) still counts; the next event asks again.
+  }
+}
+
+/** Shows another search, status filter or page. */
+export function showModels(change: Partial<ReturnType<typeof store>["query"]>): Promise<void> {
+  store().setQuery(change);
+  return fetchModels();
 }
 
 /** In-flight refreshes, so a burst of events for one model makes few requests. */
@@ -122,6 +152,9 @@ export async function deleteModel(id: number): Promise<boolean> {
     const name = store().models.find((m) => m.id === id)?.name;
     store().removeModel(id);
     toast.success(name ? `Deleted "${name}".` : "Model deleted.");
+    // Models after this page move up into the gap.
+    const { total, query, models } = store();
+    if (total > query.offset + models.length) void fetchModels();
   }
   return ok;
 }

@@ -39,7 +39,10 @@ describe("model events", () => {
 
   it("move a model through load and unload", async () => {
     models().setModels([makeModel({ id: 1, status: "ready" })]);
-    server.use(http.get("*/api/models/1", () => ok(makeModel({ id: 1, status: "loaded", memory_footprint: 1_048_576 }))));
+    server.use(
+      http.get("*/api/models/1", () => ok(makeModel({ id: 1, status: "loaded", memory_footprint: 1_048_576 }))),
+      http.get("*/api/models", () => ok([makeModel({ id: 1, status: "loaded" })])),
+    );
     fire("model:load:progress", { modelId: 1, stage: "reading", progress: 50 });
     expect(models().models[0].status).toBe("loading");
     fire("model:load:complete", { modelId: 1, memoryUsedMb: 1 });
@@ -49,5 +52,28 @@ describe("model events", () => {
     fire("model:unload:complete", { modelId: 1 });
     expect(models().models[0].status).toBe("ready");
     await vi.waitFor(() => expect(models().models[0].memory_footprint).toBeNull());
+  });
+
+  it("fetch the first page once for a model the page does not show", async () => {
+    models().setModels([makeModel({ id: 1 })]);
+    let lists = 0;
+    server.use(
+      http.get("*/api/models", () => {
+        lists += 1;
+        return ok([makeModel({ id: 2, status: "downloading", created_at: "2025-02-01T00:00:00Z" }), makeModel({ id: 1 })]);
+      }),
+    );
+    const progress = { modelId: 2, progress: 1, downloadedBytes: 1, totalBytes: 10, speedBps: 1 };
+    fire("model:download:progress", progress);
+    fire("model:download:progress", progress);
+    await vi.waitFor(() => expect(models().models.map((m) => m.id)).toEqual([2, 1]));
+    expect(lists).toBe(1);
+  });
+
+  it("leave the list alone for a model on another page", () => {
+    models().setModels([makeModel({ id: 1 })], 500);
+    models().setQuery({ offset: 50 });
+    fire("model:download:progress", { modelId: 400, progress: 1, downloadedBytes: 1, totalBytes: 10, speedBps: 1 });
+    expect(models().models.map((m) => m.id)).toEqual([1]);
   });
 });

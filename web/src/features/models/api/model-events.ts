@@ -11,19 +11,28 @@ import type {
   ModelErrorEvent,
   UnloadCompleteEvent,
 } from "../types";
-import { fetchModels, refreshModel } from "./model-actions";
+import { fetchLoadedModel, fetchModels, refreshModel } from "./model-actions";
 
 const models = () => useModelsStore.getState();
 
-/** A model the list does not know yet (started elsewhere) is fetched. */
+/**
+ * A model the page does not show may be a new one (started elsewhere, so the
+ * newest): the first page is fetched again, once per id, so the progress events
+ * of a model on another page or outside the filter cost nothing.
+ */
 function ensureKnown(id: number): void {
-  if (!models().models.some((m) => m.id === id)) void refreshModel(id);
+  const state = models();
+  if (state.models.some((m) => m.id === id)) return;
+  if (state.query.offset === 0 && state.askAboutUnknown(id)) void fetchModels();
 }
 
 export const modelSocketListeners: SocketListeners = {
   // Events were missed while away: take the list from the server again.
   onConnect: (reconnected) => {
-    if (reconnected) void fetchModels();
+    if (reconnected) {
+      void fetchModels();
+      void fetchLoadedModel();
+    }
   },
   events: {
     "model:download:progress": (e: DownloadProgressEvent) => {
@@ -46,6 +55,7 @@ export const modelSocketListeners: SocketListeners = {
       const others = models().models.filter((m) => m.status === "loaded" && m.id !== e.modelId);
       models().applyLoadComplete(e.modelId);
       void refreshModel(e.modelId);
+      void fetchLoadedModel();
       for (const m of others) void refreshModel(m.id);
     },
     "model:load:error": (e: ModelErrorEvent) => {

@@ -38,8 +38,11 @@ describe("ModelCard", () => {
     [{ status: "ready" }, ["Load", "Delete"]],
     [{ status: "loading" }, []],
     [{ status: "loaded" }, ["Unload"]],
-    [{ status: "error", source: "huggingface", revision: "abc123" }, ["Load", "Retry", "Delete"]],
+    // A cancelled or failed Hub download has a revision (set when it starts) but no files.
+    [{ status: "error", source: "huggingface", revision: "abc123", local_path: null }, ["Retry", "Delete"]],
     [{ status: "error", source: "huggingface", revision: null }, ["Retry", "Delete"]],
+    // A Hub model whose folder the server names has its files: a failed load can be tried again.
+    [{ status: "error", source: "huggingface", local_path: "/hub/snapshots/abc123" }, ["Load", "Retry", "Delete"]],
     [{ status: "error", source: "local", repo_id: null, local_path: "/m/x" }, ["Load", "Delete"]],
   ])("offers the actions of %j", (overrides, expected) => {
     setup(overrides);
@@ -140,5 +143,108 @@ describe("ModelCard", () => {
     const { user } = setup({ status: "ready" });
     await user.click(screen.getByRole("button", { name: "Load" }));
     expect(await screen.findByRole("alert")).toHaveTextContent("Loading needs 900 MB but only 100 MB is free.");
+  });
+
+  it("retries with the token typed on the card", async () => {
+    const bodies: unknown[] = [];
+    server.use(
+      http.post("*/api/models/1/retry", async ({ request }) => {
+        bodies.push(await request.json());
+        return ok(makeModel({ status: "downloading" }), 202);
+      }),
+    );
+    const { user } = setup({ status: "error", error_message: "A token is needed" });
+    await user.type(screen.getByLabelText("Hub token (optional)"), "hf_secret");
+    await user.click(screen.getByRole("button", { name: "Retry" }));
+    await vi.waitFor(() => expect(screen.getByTestId("model-status")).toHaveTextContent("downloading"));
+    expect(bodies).toEqual([{ hf_token: "hf_secret" }]);
+  });
+
+  it("retries without a token when the field is empty", async () => {
+    const bodies: unknown[] = [];
+    server.use(
+      http.post("*/api/models/1/retry", async ({ request }) => {
+        bodies.push(await request.json());
+        return ok(makeModel({ status: "downloading" }), 202);
+      }),
+    );
+    const { user } = setup({ status: "error" });
+    await user.click(screen.getByRole("button", { name: "Retry" }));
+    await vi.waitFor(() => expect(bodies).toEqual([{}]));
+  });
+});
+
+describe("ModelCard memory fit and model switch", () => {
+  const current = makeModel({ id: 9, name: "big-llama", status: "loaded", memory_footprint: 400 * 1_048_576 });
+
+  function renderCard(model: ModelResponse, freeMemoryMb: number | null, loadedModel: ModelResponse | null) {
+    useModelsStore.getState().setModels([model]);
+    const user = userEvent.setup();
+    render(
+      <>
+        <ModelCard model={model} freeMemoryMb={freeMemoryMb} loadedModel={loadedModel} />
+        <Toaster />
+      </>,
+    );
+    return user;
+  }
+
+  it("shows that the estimate fits the free memory now", () => {
+    renderCard(makeModel({ estimated_memory_mb: 500 }), 1500, null);
+    expect(screen.getByTestId("memory-fit")).toHaveTextContent("Fits: needs 500 MB, 1.5 GB free now");
+    expect(screen.getByTestId("memory-fit")).toHaveAttribute("data-fits", "true");
+  });
+
+  it("counts the loaded model's memory, which the load frees first", () => {
+    renderCard(makeModel({ estimated_memory_mb: 500 }), 200, current);
+    expect(screen.getByTestId("memory-fit")).toHaveTextContent("Fits: needs 500 MB, 600 MB free once big-llama is unloaded");
+  });
+
+  it("says when it does not fit", () => {
+    renderCard(makeModel({ estimated_memory_mb: 5000 }), 200, null);
+    expect(screen.getByTestId("memory-fit")).toHaveTextContent("Does not fit: needs 4.9 GB, 200 MB free now");
+    expect(screen.getByTestId("memory-fit")).toHaveAttribute("data-fits", "false");
+  });
+
+  it("shows no fit without a device figure", () => {
+    renderCard(makeModel({ estimated_memory_mb: 500 }), null, null);
+    expect(screen.queryByTestId("memory-fit")).not.toBeInTheDocument();
+  });
+
+  it("asks before unloading the loaded model, and keeping it sends nothing", async () => {
+    const user = renderCard(makeModel({ estimated_memory_mb: 500 }), 200, current);
+    await user.click(screen.getByRole("button", { name: "Load" }));
+    const dialog = screen.getByRole("dialog", { name: "Unload big-llama and load tiny-llama?" });
+    await user.click(within(dialog).getByRole("button", { name: "Keep big-llama" }));
+    expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
+  });
+
+  it("loads after the switch is confirmed", async () => {
+    let loads = 0;
+    server.use(
+      http.post("*/api/models/1/load", () => {
+        loads += 1;
+        return ok(makeModel({ status: "loading" }), 202);
+      }),
+    );
+    const user = renderCard(makeModel({ estimated_memory_mb: 500 }), 200, current);
+    await user.click(screen.getByRole("button", { name: "Load" }));
+    await user.click(within(screen.getByRole("dialog")).getByRole("button", { name: "Unload and load" }));
+    await vi.waitFor(() => expect(loads).toBe(1));
+    expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
+  });
+
+  it("loads at once when nothing is loaded", async () => {
+    let loads = 0;
+    server.use(
+      http.post("*/api/models/1/load", () => {
+        loads += 1;
+        return ok(makeModel({ status: "loading" }), 202);
+      }),
+    );
+    const user = renderCard(makeModel({ estimated_memory_mb: 500 }), 2000, null);
+    await user.click(screen.getByRole("button", { name: "Load" }));
+    await vi.waitFor(() => expect(loads).toBe(1));
+    expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
   });
 });

@@ -1,15 +1,18 @@
-//! One model: what it is, where it stands (live progress), and the actions
-//! its status allows. Delete asks for confirmation first.
-import { useId, useState } from "react";
+//! One model: what it is, where it stands (live progress), whether it fits the
+//! device's memory now, and the actions its status allows. Delete, and a load
+//! that unloads another model, ask for confirmation first.
+import { useId, useState, type FormEvent } from "react";
 import { Badge, type BadgeTone } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
 import { Card } from "@/components/ui/card";
 import { Modal } from "@/components/ui/modal";
+import { Input } from "@/components/ui/input";
 import { ProgressBar } from "@/components/ui/progress-bar";
 import { bytesToMb, formatBytes, formatDuration, formatMb, formatSpeed, timeLeft } from "@/lib/format";
 import { cancelDownload, deleteModel, loadModel, retryDownload, unloadModel } from "../api/model-actions";
 import { useModelsStore } from "../stores/models-store";
 import type { ModelResponse, ModelStatus } from "../types";
+import { memoryFit } from "../utils/memory-fit";
 
 const STATUS_TONE: Record<ModelStatus, BadgeTone> = {
   downloading: "info",
@@ -19,11 +22,20 @@ const STATUS_TONE: Record<ModelStatus, BadgeTone> = {
   error: "danger",
 };
 
-/** Which actions a status allows (API.md lifecycle). */
-export function allowedActions(model: Pick<ModelResponse, "status" | "source" | "revision">) {
+/**
+ * Which actions a status allows (API.md lifecycle).
+ *
+ * Load needs files on disk. A local model always has its folder (`local_path`).
+ * A Hub model has its files once its download completed: then it is `ready`.
+ * In `error`, a failed load and a failed or cancelled download look alike on the
+ * wire (`revision` is set when the download starts, `disk_size_mb` is the
+ * expected size), so a Hub model in `error` offers Load only when the server
+ * names its folder in `local_path`; otherwise it offers Retry, which resumes the
+ * download (and finishes at once when every file is already on disk).
+ */
+export function allowedActions(model: Pick<ModelResponse, "status" | "source" | "local_path">) {
   const s = model.status;
-  // A Hub model whose download never finished has nothing to load: it needs a retry.
-  const hasFiles = model.source === "local" || model.revision != null;
+  const hasFiles = model.local_path != null;
   return {
     load: s === "ready" || (s === "error" && hasFiles),
     unload: s === "loaded",
@@ -33,12 +45,35 @@ export function allowedActions(model: Pick<ModelResponse, "status" | "source" | 
   };
 }
 
-export function ModelCard({ model }: { model: ModelResponse }) {
+export interface ModelCardProps {
+  model: ModelResponse;
+  /** Free memory of the load device now (MiB); null when unknown. */
+  freeMemoryMb?: number | null;
+  /** The model in memory now, which loading this one would unload. */
+  loadedModel?: ModelResponse | null;
+}
+
+export function ModelCard({ model, freeMemoryMb = null, loadedModel = null }: ModelCardProps) {
   const titleId = useId();
   const pending = useModelsStore((s) => !!s.pending[model.id]);
   const loadProgress = useModelsStore((s) => s.loadProgress[model.id]);
   const [confirmDelete, setConfirmDelete] = useState(false);
+  const [confirmSwitch, setConfirmSwitch] = useState(false);
+  const [retryToken, setRetryToken] = useState("");
   const actions = allowedActions(model);
+  const fit = memoryFit(model, freeMemoryMb, loadedModel);
+  const unloads = loadedModel && loadedModel.id !== model.id ? loadedModel : null;
+
+  const onLoad = () => {
+    // Loading another model unloads the one in memory: say so before doing it.
+    if (unloads) setConfirmSwitch(true);
+    else void loadModel(model.id);
+  };
+  const onRetry = async (event: FormEvent) => {
+    event.preventDefault();
+    const ok = await retryDownload(model.id, retryToken.trim() || undefined);
+    if (ok) setRetryToken("");
+  };
 
   const left = timeLeft(model.downloaded_bytes, model.total_bytes, model.speed_bps);
   const percent = model.download_progress ?? 0;
@@ -83,6 +118,14 @@ export function ModelCard({ model }: { model: ModelResponse }) {
           </div>
         )}
       </dl>
+
+      {fit && (
+        <p className={`memory-fit ${fit.fits ? "fit-ok" : "fit-bad"}`} data-testid="memory-fit" data-fits={fit.fits}>
+          <span aria-hidden="true">{fit.fits ? "✓" : "✕"}</span>{" "}
+          {fit.fits ? "Fits" : "Does not fit"}: needs {formatMb(fit.neededMb)}, {formatMb(fit.availableMb)} free
+          {fit.unloads ? ` once ${fit.unloads.name} is unloaded` : " now"}
+        </p>
+      )}
 
       {model.status === "downloading" && (
         <ProgressBar value={model.download_progress} label={`Download progress of ${model.name}`} data-testid="download-progress">
@@ -135,7 +178,7 @@ export function ModelCard({ model }: { model: ModelResponse }) {
 
       <div className="model-actions" role="group" aria-label={`Actions for ${model.name}`}>
         {actions.load && (
-          <Button variant="primary" size="sm" busy={pending} onClick={() => loadModel(model.id)} aria-describedby={titleId}>
+          <Button variant="primary" size="sm" busy={pending} onClick={onLoad} aria-describedby={titleId}>
             Load
           </Button>
         )}
@@ -150,9 +193,21 @@ export function ModelCard({ model }: { model: ModelResponse }) {
           </Button>
         )}
         {actions.retry && (
-          <Button variant="secondary" size="sm" busy={pending} onClick={() => retryDownload(model.id)} aria-describedby={titleId}>
-            Retry
-          </Button>
+          <form className="retry-form" onSubmit={onRetry}>
+            <Input
+              label="Hub token (optional)"
+              type="password"
+              autoComplete="off"
+              placeholder="hf_…"
+              value={retryToken}
+              onChange={(e) => setRetryToken(e.target.value)}
+              title="For a gated model when the server has no HF_TOKEN; used for this retry only, never stored."
+              className="retry-token"
+            />
+            <Button type="submit" variant="secondary" size="sm" busy={pending} aria-describedby={titleId}>
+              Retry
+            </Button>
+          </form>
         )}
         {actions.delete && (
           <Button variant="danger" size="sm" disabled={pending} onClick={() => setConfirmDelete(true)} aria-describedby={titleId}>
@@ -160,6 +215,41 @@ export function ModelCard({ model }: { model: ModelResponse }) {
           </Button>
         )}
       </div>
+
+      <Modal
+        open={confirmSwitch && unloads !== null}
+        title={`Unload ${unloads?.name ?? ""} and load ${model.name}?`}
+        onClose={() => setConfirmSwitch(false)}
+        data-testid="confirm-switch"
+        footer={
+          <>
+            <Button variant="secondary" onClick={() => setConfirmSwitch(false)} data-autofocus>
+              Keep {unloads?.name}
+            </Button>
+            <Button
+              variant="primary"
+              busy={pending}
+              onClick={() => {
+                setConfirmSwitch(false);
+                void loadModel(model.id);
+              }}
+            >
+              Unload and load
+            </Button>
+          </>
+        }
+      >
+        <p>
+          One model is in memory at a time: {unloads?.name} is unloaded first, and requests it is serving are given up to the
+          server's grace period to finish.
+        </p>
+        {fit && !fit.fits && (
+          <p className="model-error">
+            Even then {model.name} needs {formatMb(fit.neededMb)} and about {formatMb(fit.availableMb)} would be free: the server
+            will likely refuse the load.
+          </p>
+        )}
+      </Modal>
 
       <Modal
         open={confirmDelete}

@@ -67,4 +67,37 @@ describe("models store", () => {
     store().reset();
     expect(store().loaded).toBe(false);
   });
+
+  it("puts a new model at the top of the first page when the filter takes it", () => {
+    store().setModels([makeModel({ id: 1, created_at: "2025-01-01T00:00:00Z" })], 120);
+    store().upsertModel(makeModel({ id: 2, created_at: "2025-02-01T00:00:00Z" }));
+    expect(store().models.map((m) => m.id)).toEqual([2, 1]);
+    expect(store().total).toBe(121);
+
+    store().setQuery({ status: "ready" });
+    store().upsertModel(makeModel({ id: 3, status: "downloading" }));
+    expect(store().models.some((m) => m.id === 3)).toBe(false);
+
+    store().setQuery({ status: "", offset: 50 });
+    store().upsertModel(makeModel({ id: 4 }));
+    expect(store().models.some((m) => m.id === 4)).toBe(false);
+  });
+
+  it("starts a new search on its first page", () => {
+    store().setQuery({ offset: 100 });
+    store().setQuery({ q: "llama" });
+    expect(store().query).toEqual({ q: "llama", status: "", offset: 0 });
+  });
+
+  it("follows the loaded model, wherever it is listed", () => {
+    store().setModels([makeModel({ id: 1 })]);
+    store().setLoadedModel(makeModel({ id: 7, status: "loaded" }));
+    store().applyLoadComplete(1);
+    expect(store().loadedModel).toBeNull();
+    store().upsertModel(makeModel({ id: 1, status: "loaded" }));
+    expect(store().loadedModel?.id).toBe(1);
+    store().applyUnloadComplete(1);
+    expect(store().loadedModel).toBeNull();
+  });
 });
+

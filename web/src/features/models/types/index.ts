@@ -8,7 +8,7 @@ export type {
   EstimatedSize,
   PreviewFile,
 } from "@/lib/api-types";
-export { QUANTIZATIONS } from "@/lib/api-types";
+export { MODEL_STATUSES, QUANTIZATIONS } from "@/lib/api-types";
 
 /** `model:download:progress` payload. */
 export interface DownloadProgressEvent {
