@@ -1,5 +1,6 @@
-//! Header status: the device models load onto, its memory in use, GPU memory
-//! when there is a GPU, and the live channel's state.
+//! Header status: the device models load onto, its memory in use, the GPU's
+//! memory, utilisation and temperature when there is a GPU (`system:metrics`
+//! reports a non-zero GPU memory total), and the live channel's state.
 import { formatMb } from "@/lib/format";
 import { selectDeviceMemory, useSystemStore } from "../stores/system-store";
 import type { ConnectionState } from "../types";
@@ -44,6 +45,18 @@ export function SystemStatus() {
           <span className="stat-value">
             {formatMb(metrics?.gpu_memory_used_mb ?? 0)} / {formatMb(gpuTotal)}
           </span>
+        </div>
+      )}
+      {gpuTotal > 0 && (
+        <div className="stat" data-testid="gpu-utilization">
+          <span className="stat-label">GPU utilisation</span>
+          <span className="stat-value">{Math.round(metrics?.gpu_utilization ?? 0)}%</span>
+        </div>
+      )}
+      {gpuTotal > 0 && (
+        <div className="stat" data-testid="gpu-temperature">
+          <span className="stat-label">GPU temperature</span>
+          <span className="stat-value">{Math.round(metrics?.gpu_temperature ?? 0)} °C</span>
         </div>
       )}
       <div className={`connection connection-${connection}`} role="status" data-testid="connection-state" data-state={connection}>
