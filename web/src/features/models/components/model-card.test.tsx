@@ -206,6 +206,11 @@ describe("ModelCard memory fit and model switch", () => {
     expect(screen.getByTestId("memory-fit")).toHaveAttribute("data-fits", "false");
   });
 
+  it("shows no fit where nothing can be loaded", () => {
+    renderCard(makeModel({ status: "error", estimated_memory_mb: 500, local_path: null }), 1500, null);
+    expect(screen.queryByTestId("memory-fit")).not.toBeInTheDocument();
+  });
+
   it("shows no fit without a device figure", () => {
     renderCard(makeModel({ estimated_memory_mb: 500 }), null, null);
     expect(screen.queryByTestId("memory-fit")).not.toBeInTheDocument();

@@ -61,7 +61,8 @@ export function ModelCard({ model, freeMemoryMb = null, loadedModel = null }: Mo
   const [confirmSwitch, setConfirmSwitch] = useState(false);
   const [retryToken, setRetryToken] = useState("");
   const actions = allowedActions(model);
-  const fit = memoryFit(model, freeMemoryMb, loadedModel);
+  // The fit only matters where a load is offered (not on an unfinished download).
+  const fit = actions.load ? memoryFit(model, freeMemoryMb, loadedModel) : null;
   const unloads = loadedModel && loadedModel.id !== model.id ? loadedModel : null;
 
   const onLoad = () => {
