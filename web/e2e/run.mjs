@@ -297,6 +297,10 @@ async function run(uiBase) {
   });
 
   if (downloaded) {
+    await step("ready-card-shows-memory-fit", async () => {
+      await card(TINY).getByTestId("memory-fit").filter({ hasText: /needs .* free now/ }).waitFor();
+    });
+
     const loadedOk = await step("load-tiny-llama", async () => {
       await card(TINY).getByRole("button", { name: "Load", exact: true }).click();
       await waitStatus(TINY, "loaded", 120000);
@@ -308,6 +312,29 @@ async function run(uiBase) {
     });
 
     if (loadedOk) {
+      await step("load-of-another-model-asks-before-unloading", async () => {
+        const form = await fillRepo(TINY);
+        await form.getByLabel("Quantization").selectOption("Q8");
+        await form.getByLabel("Display name (optional)").fill("tiny-q8");
+        await form.getByRole("button", { name: "Download", exact: true }).click();
+        const q8 = page
+          .locator('[data-testid^="model-card-"]')
+          .filter({ has: page.getByRole("heading", { name: "tiny-q8", exact: true }) });
+        await q8.and(page.locator('[data-status="ready"]')).waitFor({ timeout: 120000 });
+        await form.getByLabel("Quantization").selectOption("Q4");
+        await q8.getByTestId("memory-fit").filter({ hasText: "once tiny-llama is unloaded" }).waitFor();
+        await q8.getByRole("button", { name: "Load", exact: true }).click();
+        const dialog = page.getByRole("dialog", { name: "Unload tiny-llama and load tiny-q8?" });
+        await dialog.waitFor();
+        await shot("switch-confirmation");
+        await dialog.getByRole("button", { name: "Keep tiny-llama" }).click();
+        await dialog.waitFor({ state: "detached" });
+        await waitStatus(TINY, "loaded", 5000);
+        await q8.getByRole("button", { name: "Delete", exact: true }).click();
+        await page.getByRole("dialog").getByRole("button", { name: "Delete model" }).click();
+        await q8.waitFor({ state: "detached", timeout: 30000 });
+      });
+
       await step("unload-tiny-llama", async () => {
         await card(TINY).getByRole("button", { name: "Unload", exact: true }).click();
         await waitStatus(TINY, "ready", 60000);
@@ -350,6 +377,30 @@ async function run(uiBase) {
     const message = card(SLOW).getByTestId("model-error");
     await message.filter({ hasText: "Download cancelled by user" }).waitFor();
     await card(SLOW).getByRole("button", { name: "Retry", exact: true }).waitFor();
+  });
+
+  await step("cancelled-download-offers-retry-with-token-not-load", async () => {
+    const loads = await card(SLOW).getByRole("button", { name: "Load", exact: true }).count();
+    expect(loads === 0, "Load is offered on a cancelled download");
+    await card(SLOW).getByLabel("Hub token (optional)").waitFor();
+  });
+
+  await step("search-and-status-filter", async () => {
+    const search = page.getByRole("searchbox", { name: "Search" });
+    const status = page.getByRole("combobox", { name: "Status" });
+    await search.fill("no-such-model");
+    await page.getByTestId("models-empty").filter({ hasText: "No model matches" }).waitFor();
+    await search.fill("SLOW-LL"); // case-insensitive substring of the repo id
+    await card(SLOW).waitFor();
+    await page.getByTestId("models-count").filter({ hasText: /^1 model found$/ }).waitFor();
+    await status.selectOption("ready");
+    await page.getByTestId("models-empty").waitFor();
+    await status.selectOption("error");
+    await card(SLOW).waitFor();
+    await shot("search-and-filter");
+    await search.fill("");
+    await status.selectOption("");
+    await page.getByTestId("models-count").filter({ hasText: /^\d+ models?$/ }).waitFor();
   });
 
   await step("gated-without-token-shows-toast", async () => {
