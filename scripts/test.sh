@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of miLLM: formatting, lints, the web UI's tests and build, the Rust tests on
-# SQLite and on a PostgreSQL server this script starts, and the browser test in Chromium.
-# Installs what is missing (PostgreSQL, Chromium, npm packages, the Python Hub client in a
-# virtual environment) through the system's package manager, npm and pip.
+# SQLite and on a PostgreSQL server this script starts, schemathesis against the real binary
+# (the OpenAPI document), and the browser test in Chromium. Installs what is missing
+# (PostgreSQL, Chromium, npm packages, the Python Hub client and schemathesis in a virtual
+# environment) through the system's package manager, npm and pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -45,14 +46,19 @@ if [ -z "${MILLM_TEST_POSTGRES_URL:-}" ]; then
   export MILLM_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 fi
 
-# --- The Python Hub client, for the cache interop test ----------------------------------------
+# --- Python tools: the Hub client (cache interop test) and schemathesis (the API document) ----
 HF_HUB_VERSION=2.4.0
+SCHEMATHESIS_VERSION=4.32.5
 PY_ENV="$TARGET_DIR/python-hub-client"
-if ! "$PY_ENV/bin/python" -c "import huggingface_hub as h; assert h.__version__ == '$HF_HUB_VERSION'" 2>/dev/null; then
-  step "installing huggingface_hub $HF_HUB_VERSION (for the cache interop test)"
+if ! "$PY_ENV/bin/python" -c "
+import importlib.metadata as m
+assert m.version('huggingface_hub') == '$HF_HUB_VERSION'
+assert m.version('schemathesis') == '$SCHEMATHESIS_VERSION'" 2>/dev/null; then
+  step "installing huggingface_hub $HF_HUB_VERSION and schemathesis $SCHEMATHESIS_VERSION"
   rm -rf "$PY_ENV"
   python3 -m venv "$PY_ENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$PY_ENV"; }
-  "$PY_ENV/bin/pip" install -q --disable-pip-version-check "huggingface_hub==$HF_HUB_VERSION"
+  "$PY_ENV/bin/pip" install -q --disable-pip-version-check \
+    "huggingface_hub==$HF_HUB_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 export MILLM_TEST_PYTHON="$PY_ENV/bin/python"
 
@@ -69,9 +75,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test (SQLite and PostgreSQL)"
 cargo test --workspace --locked
 
+# --- The API document against the real binary: schemathesis, every check ----------------------
+cargo build --locked --bin millm --example fake_hub --example write_test_model
+step "schemathesis --checks all (the OpenAPI document against the real binary)"
+ST="$PY_ENV/bin/schemathesis" bash scripts/schemathesis.sh
+
 # --- Browser test: the real binary and the fake Hub in Chromium ------------------------------
 step "browser test (Chromium)"
-cargo build --locked --bin millm --example fake_hub
 (cd web && MILLM_TARGET_DIR="$TARGET_DIR" npm run e2e)
 
 step "all tests passed"

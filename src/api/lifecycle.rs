@@ -5,10 +5,10 @@ use axum::http::StatusCode;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::IdPath;
-use super::schema::{Envelope, ModelResponse};
+use super::schema::{Envelope, ErrorEnvelope, ModelResponse};
 use super::{ok, ApiOk};
 use crate::app::AppState;
-use crate::error::{AppResult, ErrorBody};
+use crate::error::AppResult;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -19,14 +19,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Starts loading the model into memory at its quantization (`loading`); the loaded model, if
 /// another, is unloaded first. Completion arrives as `model:load:complete` or `model:load:error`.
 #[utoipa::path(post, path = "/api/models/{id}/load", tag = "models",
-    params(("id" = i64, Path, description = "Model id (≥ 1)")),
+    params(("id" = i64, Path, description = "Model id (≥ 1)", minimum = 1)),
     responses(
         (status = 202, description = "Loading started", body = Envelope<ModelResponse>),
-        (status = 400, description = "MODEL_ALREADY_LOADED", body = Envelope<ErrorBody>),
-        (status = 404, description = "MODEL_NOT_FOUND", body = Envelope<ErrorBody>),
-        (status = 409, description = "MODEL_BUSY (downloading, or a load is running) or INVALID_STATE (no complete download)", body = Envelope<ErrorBody>),
-        (status = 500, description = "MODEL_LOAD_FAILED: the files cannot be loaded", body = Envelope<ErrorBody>),
-        (status = 507, description = "INSUFFICIENT_MEMORY: details.required_mb, details.available_mb", body = Envelope<ErrorBody>)))]
+        (status = 400, description = "MODEL_ALREADY_LOADED", body = ErrorEnvelope),
+        (status = 404, description = "MODEL_NOT_FOUND", body = ErrorEnvelope),
+        (status = 409, description = "MODEL_BUSY (downloading, or a load is running) or INVALID_STATE (no complete download)", body = ErrorEnvelope),
+        (status = 500, description = "MODEL_LOAD_FAILED: the files cannot be loaded", body = ErrorEnvelope),
+        (status = 507, description = "INSUFFICIENT_MEMORY: details.required_mb, details.available_mb", body = ErrorEnvelope),
+        (status = 422, description = "VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id)", body = ErrorEnvelope)))]
 async fn load_model(
     State(state): State<AppState>,
     IdPath(id): IdPath,
@@ -38,12 +39,13 @@ async fn load_model(
 /// Waits for requests using the model (up to GRACEFUL_UNLOAD_TIMEOUT), frees its memory, and
 /// answers with the model `ready`.
 #[utoipa::path(post, path = "/api/models/{id}/unload", tag = "models",
-    params(("id" = i64, Path, description = "Model id (≥ 1)")),
+    params(("id" = i64, Path, description = "Model id (≥ 1)", minimum = 1)),
     responses(
         (status = 200, description = "Unloaded", body = Envelope<ModelResponse>),
-        (status = 400, description = "MODEL_NOT_LOADED", body = Envelope<ErrorBody>),
-        (status = 404, description = "MODEL_NOT_FOUND", body = Envelope<ErrorBody>),
-        (status = 409, description = "MODEL_BUSY: still loading", body = Envelope<ErrorBody>)))]
+        (status = 400, description = "MODEL_NOT_LOADED", body = ErrorEnvelope),
+        (status = 404, description = "MODEL_NOT_FOUND", body = ErrorEnvelope),
+        (status = 409, description = "MODEL_BUSY: still loading", body = ErrorEnvelope),
+        (status = 422, description = "VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id)", body = ErrorEnvelope)))]
 async fn unload_model(
     State(state): State<AppState>,
     IdPath(id): IdPath,

@@ -10,11 +10,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use std::sync::{Arc, Mutex};
 
 use super::extract::{ApiJson, IdPath};
-use super::schema::{DeleteResponse, Envelope, ModelDownloadRequest, ModelResponse};
+use super::schema::{
+    CreateModelBody, DeleteResponse, Envelope, ErrorEnvelope, ModelDownloadRequest, ModelResponse,
+};
 use super::{ok, ApiOk};
 use crate::app::AppState;
 use crate::domain::{ModelStatus, Quantization, Source};
-use crate::error::{AppError, AppResult, ErrorBody};
+use crate::error::{AppError, AppResult};
 use crate::service::{ModelView, Services};
 use crate::store::{ListFilter, ModelRecord};
 use crate::sync::lock;
@@ -56,7 +58,7 @@ struct ListParams {
     responses(
         (status = 200, description = "The models", body = Envelope<Vec<ModelResponse>>,
             headers(("X-Total-Count" = u64, description = "Models matching the filter, before paging"))),
-        (status = 422, description = "VALIDATION_ERROR: a bad limit, offset, status or q (details.field)", body = Envelope<ErrorBody>)))]
+        (status = 422, description = "VALIDATION_ERROR: a bad limit, offset, status or q (details.field)", body = ErrorEnvelope)))]
 async fn list_models(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -81,14 +83,14 @@ async fn list_models(
         }
         rows.rows.len() as u64
     } else {
-        let (views, total) = services.list_page(&filter).await?;
+        let views = services.list_page(&filter).await?;
         for (i, view) in views.into_iter().enumerate() {
             if i > 0 {
                 body.push(b',');
             }
             write_view(&mut body, view)?;
         }
-        total
+        state.model_list.count(services, &filter).await?
     };
     body.extend_from_slice(br#"],"error":null}"#);
     Ok((
@@ -158,9 +160,14 @@ fn parse_list_query(query: Option<&str>) -> AppResult<ListFilter> {
 /// The rows of `GET /api/models`, kept for one registry generation: clients poll this list,
 /// and at 10,000 rows reading and serializing them costs tens of milliseconds. A row whose
 /// figures move without a registry change (a download's bytes, the loaded model's facts) is
-/// kept as its record and serialized again on every request.
+/// kept as its record and serialized again on every request. Beside them, the number of all
+/// models, which every unfiltered page reports (a count of 100,000 rows takes milliseconds).
 #[derive(Default)]
-pub struct ListCache(Mutex<Option<Arc<ListRows>>>);
+pub struct ListCache {
+    rows: Mutex<Option<Arc<ListRows>>>,
+    /// The registry generation and the number of models then.
+    total: Mutex<Option<(u64, u64)>>,
+}
 
 /// One generation's rows.
 pub struct ListRows {
@@ -181,7 +188,7 @@ impl ListCache {
         // Read before the records: a change that lands in between makes the next request
         // read again, never a stale list live on.
         let generation = services.registry_generation();
-        if let Some(rows) = lock(&self.0)
+        if let Some(rows) = lock(&self.rows)
             .as_ref()
             .filter(|r| r.generation == generation)
         {
@@ -205,18 +212,35 @@ impl ListCache {
             rows,
             bytes,
         });
-        *lock(&self.0) = Some(rows.clone());
+        *lock(&self.rows) = Some(rows.clone());
         Ok(rows)
+    }
+
+    /// How many models `filter` matches before paging; kept per generation when nothing
+    /// filters.
+    async fn count(&self, services: &Services, filter: &ListFilter) -> AppResult<u64> {
+        if filter.status.is_some() || filter.q.is_some() {
+            return services.count_models(filter).await;
+        }
+        let generation = services.registry_generation();
+        if let Some((g, total)) = *lock(&self.total) {
+            if g == generation {
+                return Ok(total);
+            }
+        }
+        let total = services.count_models(filter).await?;
+        *lock(&self.total) = Some((generation, total));
+        Ok(total)
     }
 }
 
 /// One model.
 #[utoipa::path(get, path = "/api/models/{id}", tag = "models",
-    params(("id" = i64, Path, description = "Model id (≥ 1)")),
+    params(("id" = i64, Path, description = "Model id (≥ 1)", minimum = 1)),
     responses(
         (status = 200, description = "The model", body = Envelope<ModelResponse>),
-        (status = 404, description = "MODEL_NOT_FOUND", body = Envelope<ErrorBody>),
-        (status = 422, description = "VALIDATION_ERROR: the id is not a positive integer", body = Envelope<ErrorBody>)))]
+        (status = 404, description = "MODEL_NOT_FOUND", body = ErrorEnvelope),
+        (status = 422, description = "VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id)", body = ErrorEnvelope)))]
 async fn get_model(
     State(state): State<AppState>,
     IdPath(id): IdPath,
@@ -229,16 +253,17 @@ async fn get_model(
     request_body = ModelDownloadRequest,
     responses(
         (status = 202, description = "Accepted: downloading, or ready for a local folder", body = Envelope<ModelResponse>),
-        (status = 400, description = "INVALID_LOCAL_PATH", body = Envelope<ErrorBody>),
-        (status = 401, description = "GATED_MODEL_NO_TOKEN or INVALID_HF_TOKEN", body = Envelope<ErrorBody>),
-        (status = 404, description = "REPO_NOT_FOUND", body = Envelope<ErrorBody>),
-        (status = 409, description = "MODEL_ALREADY_EXISTS", body = Envelope<ErrorBody>),
-        (status = 413, description = "PAYLOAD_TOO_LARGE", body = Envelope<ErrorBody>),
-        (status = 422, description = "VALIDATION_ERROR or MODEL_UNSUPPORTED", body = Envelope<ErrorBody>),
-        (status = 507, description = "INSUFFICIENT_DISK", body = Envelope<ErrorBody>)))]
+        (status = 400, description = "INVALID_LOCAL_PATH", body = ErrorEnvelope),
+        (status = 401, description = "GATED_MODEL_NO_TOKEN or INVALID_HF_TOKEN", body = ErrorEnvelope),
+        (status = 404, description = "REPO_NOT_FOUND", body = ErrorEnvelope),
+        (status = 409, description = "MODEL_ALREADY_EXISTS", body = ErrorEnvelope),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorEnvelope),
+        (status = 422, description = "VALIDATION_ERROR (details.field) or MODEL_UNSUPPORTED (no safetensors weights, or the model needs remote code)", body = ErrorEnvelope),
+        (status = 502, description = "DOWNLOAD_FAILED: the Hub did not answer usably after retries", body = ErrorEnvelope),
+        (status = 507, description = "INSUFFICIENT_DISK: details.required_mb, details.available_mb", body = ErrorEnvelope)))]
 async fn create_model(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<ModelDownloadRequest>,
+    ApiJson(req): ApiJson<CreateModelBody>,
 ) -> AppResult<ApiOk<ModelResponse>> {
     let services = &state.services;
     let quantization = req.quantization.unwrap_or(Quantization::Q4);
@@ -253,6 +278,7 @@ async fn create_model(
                 .await?
         }
         Source::Huggingface => {
+            super::downloads::check_hf_token(req.hf_token.as_deref())?;
             let custom_name = req.custom_name.clone();
             services
                 .start_download(req.into(), quantization, custom_name)
@@ -265,11 +291,12 @@ async fn create_model(
 /// Removes the record and the files this server downloaded for it — never a local model's
 /// own folder, never files another record still uses.
 #[utoipa::path(delete, path = "/api/models/{id}", tag = "models",
-    params(("id" = i64, Path, description = "Model id (≥ 1)")),
+    params(("id" = i64, Path, description = "Model id (≥ 1)", minimum = 1)),
     responses(
         (status = 200, description = "Deleted", body = Envelope<DeleteResponse>),
-        (status = 404, description = "MODEL_NOT_FOUND", body = Envelope<ErrorBody>),
-        (status = 409, description = "MODEL_BUSY: loaded, loading or downloading", body = Envelope<ErrorBody>)))]
+        (status = 404, description = "MODEL_NOT_FOUND", body = ErrorEnvelope),
+        (status = 409, description = "MODEL_BUSY: loaded, loading or downloading", body = ErrorEnvelope),
+        (status = 422, description = "VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id)", body = ErrorEnvelope)))]
 async fn delete_model(
     State(state): State<AppState>,
     IdPath(id): IdPath,

@@ -7,13 +7,39 @@ use crate::domain::{human_params, ModelStatus, Quantization, Source};
 use crate::error::ErrorBody;
 use crate::service::{Deleted, DownloadOrder, ModelView, Preview};
 
-/// The envelope every `/api` response is wrapped in.
+/// A success answer, as every `/api` response that succeeds is wrapped: `success` is true, the
+/// payload is in `data` and `error` is null.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Envelope<T> {
+    /// Always `true`.
     pub success: bool,
-    pub data: Option<T>,
-    pub error: Option<ErrorBody>,
+    pub data: T,
+    /// Always null.
+    #[schema(schema_with = null_schema, required = true)]
+    pub error: Option<()>,
 }
+
+/// A failed answer: `success` is false, `data` is null and `error` says what went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// Always `false`.
+    pub success: bool,
+    /// Always null.
+    #[schema(schema_with = null_schema, required = true)]
+    pub data: Option<()>,
+    pub error: ErrorBody,
+}
+
+/// The schema of a value that is always JSON `null`.
+fn null_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Null)
+        .build()
+}
+
+// The patterns below (repo id, revision, local path, names) say in the document exactly what
+// the server accepts (`RepoId::parse`, `select::check_name`, `validate_local_path`,
+// `validate_name`), so that every request the document allows is accepted.
 
 /// A model as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -55,23 +81,76 @@ pub struct ModelResponse {
     pub dtype: Option<String>,
 }
 
-/// Body of `POST /api/models`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct ModelDownloadRequest {
+/// Body of `POST /api/models` as the server reads it (one object, `source` telling which
+/// fields apply); documented as [`ModelDownloadRequest`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreateModelBody {
     pub source: Source,
-    /// `owner/name`; required for `huggingface`.
     pub repo_id: Option<String>,
-    /// Branch, tag or commit; default `main`.
     pub revision: Option<String>,
-    /// Absolute folder path; required for `local`.
     pub local_path: Option<String>,
+    pub quantization: Option<Quantization>,
+    pub trust_remote_code: Option<bool>,
+    pub hf_token: Option<String>,
+    pub custom_name: Option<String>,
+}
+
+/// Body of `POST /api/models`: a Hub download or a local folder, told apart by `source`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "source")]
+#[allow(dead_code)]
+pub enum ModelDownloadRequest {
+    /// Download `repo_id` from the Hub.
+    #[serde(rename = "huggingface")]
+    Huggingface(HubModelRequest),
+    /// Register a folder that is already on this machine.
+    #[serde(rename = "local")]
+    Local(LocalModelRequest),
+}
+
+/// A Hub download (`source: "huggingface"`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct HubModelRequest {
+    /// `owner/name`.
+    #[schema(
+        pattern = r"^(?!.*(--|\.\.))[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?/[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?$",
+        max_length = 193
+    )]
+    pub repo_id: String,
+    /// Branch, tag or commit; default `main`.
+    #[schema(
+        pattern = r"^(?!(.*/)?\.\.?(/|$))[^/\\:\u0000-\u001f\u007f-\u009f]+(/[^/\\:\u0000-\u001f\u007f-\u009f]+)*$",
+        max_length = 256
+    )]
+    pub revision: Option<String>,
     /// Default `Q4`.
     pub quantization: Option<Quantization>,
     /// Default false. Models that need remote code are refused either way.
     pub trust_remote_code: Option<bool>,
     /// Hub token for this request only; never stored.
+    #[schema(pattern = r"^\s*[!-~]*\s*$", max_length = 1024)]
     pub hf_token: Option<String>,
     /// At most 100 characters.
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$", max_length = 100)]
+    pub custom_name: Option<String>,
+}
+
+/// A local folder (`source: "local"`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct LocalModelRequest {
+    /// Absolute folder path holding `config.json` and safetensors weights.
+    #[schema(
+        pattern = r"^/(?!(.*/)?\.\.(/|$))[^\u0000]*$",
+        min_length = 2,
+        max_length = 4096
+    )]
+    pub local_path: String,
+    /// Default `Q4`.
+    pub quantization: Option<Quantization>,
+    /// At most 100 characters.
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$", max_length = 100)]
     pub custom_name: Option<String>,
 }
 
@@ -111,10 +190,19 @@ pub struct DeleteResponse {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct PreviewRequest {
     /// `owner/name`.
+    #[schema(
+        pattern = r"^(?!.*(--|\.\.))[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?/[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?$",
+        max_length = 193
+    )]
     pub repo_id: String,
     /// Hub token for this request only; never stored or echoed.
+    #[schema(pattern = r"^\s*[!-~]*\s*$", max_length = 1024)]
     pub hf_token: Option<String>,
     /// Branch, tag or commit; default `main`.
+    #[schema(
+        pattern = r"^(?!(.*/)?\.\.?(/|$))[^/\\:\u0000-\u001f\u007f-\u009f]+(/[^/\\:\u0000-\u001f\u007f-\u009f]+)*$",
+        max_length = 256
+    )]
     pub revision: Option<String>,
 }
 
@@ -176,6 +264,7 @@ pub struct ModelPreviewResponse {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct RetryRequest {
     /// Hub token for this retry only; never stored.
+    #[schema(pattern = r"^\s*[!-~]*\s*$", max_length = 1024)]
     pub hf_token: Option<String>,
 }
 
@@ -288,8 +377,8 @@ fn strings(v: Option<&serde_json::Value>) -> Option<Vec<String>> {
     }
 }
 
-impl From<ModelDownloadRequest> for DownloadOrder {
-    fn from(req: ModelDownloadRequest) -> Self {
+impl From<CreateModelBody> for DownloadOrder {
+    fn from(req: CreateModelBody) -> Self {
         DownloadOrder {
             repo_id: req.repo_id,
             revision: req.revision,

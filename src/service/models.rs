@@ -21,10 +21,15 @@ pub struct Deleted {
 }
 
 impl Services {
-    /// One page of the list and the number of rows the filter matches before paging.
-    pub async fn list_page(&self, filter: &ListFilter) -> AppResult<(Vec<ModelView>, u64)> {
-        let (rows, total) = self.inner.store.list_page(filter).await?;
-        Ok((rows.into_iter().map(|r| self.view(r)).collect(), total))
+    /// One page of the list, with live figures.
+    pub async fn list_page(&self, filter: &ListFilter) -> AppResult<Vec<ModelView>> {
+        let rows = self.inner.store.list_page(filter).await?;
+        Ok(rows.into_iter().map(|r| self.view(r)).collect())
+    }
+
+    /// How many models the filter matches before paging.
+    pub async fn count_models(&self, filter: &ListFilter) -> AppResult<u64> {
+        Ok(self.inner.store.count(filter).await?)
     }
 
     /// Every record, newest first, as stored (without live figures), for a caller that caches

@@ -276,12 +276,8 @@ impl Store {
         rows.into_iter().map(from_row).collect()
     }
 
-    /// One page of the list, newest first, as [`Store::list_summaries`] reads rows, and how
-    /// many rows match the filter before paging.
-    pub async fn list_page(
-        &self,
-        filter: &ListFilter,
-    ) -> Result<(Vec<ModelRecord>, u64), StoreError> {
+    /// One page of the list, newest first, as [`Store::list_summaries`] reads rows.
+    pub async fn list_page(&self, filter: &ListFilter) -> Result<Vec<ModelRecord>, StoreError> {
         let (condition, pattern) = filter.condition();
         let limit = filter
             .limit
@@ -291,19 +287,24 @@ impl Store {
         let sql = format!(
             "SELECT {SUMMARY_COLUMNS} FROM models{condition} ORDER BY id DESC LIMIT ${limit_at} OFFSET ${offset_at}"
         );
-        let mut rows = sqlx::query(&sql);
-        if let Some(p) = &pattern {
-            rows = rows.bind(p.clone());
-        }
-        let rows = rows.bind(limit).bind(offset).fetch_all(&self.pool).await?;
-        let count_sql = format!("SELECT COUNT(*) AS n FROM models{condition}");
-        let mut count = sqlx::query(&count_sql);
+        let mut query = sqlx::query(&sql);
         if let Some(p) = pattern {
-            count = count.bind(p);
+            query = query.bind(p);
         }
-        let total: i64 = count.fetch_one(&self.pool).await?.try_get("n")?;
-        let rows = rows.into_iter().map(from_row).collect::<Result<_, _>>()?;
-        Ok((rows, total.max(0) as u64))
+        let rows = query.bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        rows.into_iter().map(from_row).collect()
+    }
+
+    /// How many rows the filter's status and text match (its page ignored).
+    pub async fn count(&self, filter: &ListFilter) -> Result<u64, StoreError> {
+        let (condition, pattern) = filter.condition();
+        let sql = format!("SELECT COUNT(*) AS n FROM models{condition}");
+        let mut query = sqlx::query(&sql);
+        if let Some(p) = pattern {
+            query = query.bind(p);
+        }
+        let total: i64 = query.fetch_one(&self.pool).await?.try_get("n")?;
+        Ok(total.max(0) as u64)
     }
 
     /// Models in one of the given statuses, oldest first.
