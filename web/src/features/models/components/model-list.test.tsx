@@ -53,10 +53,16 @@ describe("ModelList", () => {
     expect(screen.getByRole("button", { name: "Previous" })).toBeDisabled();
   });
 
-  it("pages forward and back", async () => {
+  it("pages forward and back, from the top of the list", async () => {
+    const scrolled: Element[] = [];
+    // jsdom has no layout, hence no scrollIntoView.
+    Element.prototype.scrollIntoView = function (this: Element) {
+      scrolled.push(this);
+    };
     const { user } = await setup();
     await user.click(screen.getByRole("button", { name: "Next" }));
     expect(await screen.findByText("51–100 of 10,000")).toBeInTheDocument();
+    expect(scrolled).toEqual([screen.getByRole("heading", { name: "Models" })]);
     expect(screen.getByTestId("model-card-9950")).toBeInTheDocument();
     await user.click(screen.getByRole("button", { name: "Previous" }));
     expect(await screen.findByText("1–50 of 10,000")).toBeInTheDocument();

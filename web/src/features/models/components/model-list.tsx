@@ -1,6 +1,6 @@
 //! The registry: a search box, a status filter, and one page of cards (newest
 //! first) with the total the filter matches and previous/next.
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { Button } from "@/components/ui/button";
 import { Input } from "@/components/ui/input";
 import { Select } from "@/components/ui/select";
@@ -27,6 +27,13 @@ export function ModelList({ freeMemoryMb = null }: ModelListProps) {
   const listError = useModelsStore((s) => s.listError);
   const loadedElsewhere = useModelsStore((s) => s.loadedModel);
   const [search, setSearch] = useState(query.q);
+  const headingRef = useRef<HTMLHeadingElement>(null);
+
+  /** Another page starts at the top of the list, not where the pager was. */
+  const goTo = (offset: number) => {
+    void showModels({ offset });
+    headingRef.current?.scrollIntoView?.({ block: "start" });
+  };
 
   useEffect(() => {
     if (search === query.q) return;
@@ -43,7 +50,7 @@ export function ModelList({ freeMemoryMb = null }: ModelListProps) {
   return (
     <section aria-labelledby="models-heading" className="model-list-section">
       <div className="section-head">
-        <h2 id="models-heading" className="card-title">
+        <h2 id="models-heading" className="card-title" ref={headingRef}>
           Models
         </h2>
         <span className="muted" aria-live="polite" data-testid="models-count">
@@ -88,13 +95,13 @@ export function ModelList({ freeMemoryMb = null }: ModelListProps) {
       </ul>
       {total > PAGE_SIZE && (
         <nav className="pager" aria-label="Pages of models">
-          <Button size="sm" disabled={query.offset === 0} onClick={() => void showModels({ offset: Math.max(0, query.offset - PAGE_SIZE) })}>
+          <Button size="sm" disabled={query.offset === 0} onClick={() => goTo(Math.max(0, query.offset - PAGE_SIZE))}>
             Previous
           </Button>
           <span className="muted" data-testid="page-range">
             {first.toLocaleString("en-US")}–{last.toLocaleString("en-US")} of {total.toLocaleString("en-US")}
           </span>
-          <Button size="sm" disabled={last >= total} onClick={() => void showModels({ offset: query.offset + PAGE_SIZE })}>
+          <Button size="sm" disabled={last >= total} onClick={() => goTo(query.offset + PAGE_SIZE)}>
             Next
           </Button>
         </nav>
