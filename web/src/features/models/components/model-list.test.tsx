@@ -42,6 +42,11 @@ async function setup() {
 
 const cards = () => screen.getAllByTestId(/^model-card-/);
 
+// A test may stand in for scrollIntoView; the next one starts without it again.
+afterEach(() => {
+  delete (Element.prototype as Partial<Element>).scrollIntoView;
+});
+
 describe("ModelList", () => {
   it("shows one page of 50 of 10,000 models with the total", async () => {
     const { queries } = await setup();
