@@ -206,10 +206,13 @@ export interface components {
             /** Format: int64 */
             id: number;
         };
-        /** @description The envelope every `/api` response is wrapped in. */
+        /**
+         * @description A success answer, as every `/api` response that succeeds is wrapped: `success` is true, the
+         *     payload is in `data` and `error` is null.
+         */
         Envelope_DeleteResponse: {
             /** @description Body of `DELETE /api/models/{id}`. */
-            data?: {
+            data: {
                 deleted: boolean;
                 /**
                  * Format: int64
@@ -219,24 +222,17 @@ export interface components {
                 /** Format: int64 */
                 id: number;
             };
-            error?: null | components["schemas"]["ErrorBody"];
+            error: null;
+            /** @description Always `true`. */
             success: boolean;
         };
-        /** @description The envelope every `/api` response is wrapped in. */
-        Envelope_ErrorBody: {
-            /** @description The `error` object of the envelope. */
-            data?: {
-                code: components["schemas"]["ErrorCode"];
-                details: Record<string, never>;
-                message: string;
-            };
-            error?: null | components["schemas"]["ErrorBody"];
-            success: boolean;
-        };
-        /** @description The envelope every `/api` response is wrapped in. */
+        /**
+         * @description A success answer, as every `/api` response that succeeds is wrapped: `success` is true, the
+         *     payload is in `data` and `error` is null.
+         */
         Envelope_HealthResponse: {
             /** @description Body of `GET /api/health`. */
-            data?: {
+            data: {
                 /** @description `ok` or `unavailable`. */
                 database: string;
                 /** @description `sqlite` or `postgresql`. */
@@ -248,23 +244,31 @@ export interface components {
                 status: string;
                 version: string;
             };
-            error?: null | components["schemas"]["ErrorBody"];
+            error: null;
+            /** @description Always `true`. */
             success: boolean;
         };
-        /** @description The envelope every `/api` response is wrapped in. */
+        /**
+         * @description A success answer, as every `/api` response that succeeds is wrapped: `success` is true, the
+         *     payload is in `data` and `error` is null.
+         */
         Envelope_LiveResponse: {
             /** @description Body of `GET /api/health/live`. */
-            data?: {
+            data: {
                 /** @description Always `ok`: the process is up and serving requests. */
                 status: string;
             };
-            error?: null | components["schemas"]["ErrorBody"];
+            error: null;
+            /** @description Always `true`. */
             success: boolean;
         };
-        /** @description The envelope every `/api` response is wrapped in. */
+        /**
+         * @description A success answer, as every `/api` response that succeeds is wrapped: `success` is true, the
+         *     payload is in `data` and `error` is null.
+         */
         Envelope_ModelPreviewResponse: {
             /** @description Body of `POST /api/models/preview`'s answer: what a repo is and what each quantization costs. */
-            data?: {
+            data: {
                 architecture?: string | null;
                 architectures: string[];
                 /** Format: int64 */
@@ -289,13 +293,17 @@ export interface components {
                 requires_trust_remote_code: boolean;
                 tags: string[];
             };
-            error?: null | components["schemas"]["ErrorBody"];
+            error: null;
+            /** @description Always `true`. */
             success: boolean;
         };
-        /** @description The envelope every `/api` response is wrapped in. */
+        /**
+         * @description A success answer, as every `/api` response that succeeds is wrapped: `success` is true, the
+         *     payload is in `data` and `error` is null.
+         */
         Envelope_ModelResponse: {
             /** @description A model as the API shows it. */
-            data?: {
+            data: {
                 architecture?: string | null;
                 created_at?: string | null;
                 /** @description Only while loaded: `cpu`, `cuda:0`, … */
@@ -351,12 +359,16 @@ export interface components {
                 total_bytes?: number | null;
                 updated_at?: string | null;
             };
-            error?: null | components["schemas"]["ErrorBody"];
+            error: null;
+            /** @description Always `true`. */
             success: boolean;
         };
-        /** @description The envelope every `/api` response is wrapped in. */
+        /**
+         * @description A success answer, as every `/api` response that succeeds is wrapped: `success` is true, the
+         *     payload is in `data` and `error` is null.
+         */
         Envelope_Vec_ModelResponse: {
-            data?: {
+            data: {
                 architecture?: string | null;
                 created_at?: string | null;
                 /** @description Only while loaded: `cpu`, `cuda:0`, … */
@@ -412,7 +424,8 @@ export interface components {
                 total_bytes?: number | null;
                 updated_at?: string | null;
             }[];
-            error?: null | components["schemas"]["ErrorBody"];
+            error: null;
+            /** @description Always `true`. */
             success: boolean;
         };
         /** @description The `error` object of the envelope. */
@@ -425,7 +438,14 @@ export interface components {
          * @description Every error code of the wire contract. Adding one does not compile until it is mapped below.
          * @enum {string}
          */
-        ErrorCode: "VALIDATION_ERROR" | "MODEL_NOT_FOUND" | "MODEL_ALREADY_EXISTS" | "MODEL_BUSY" | "MODEL_ALREADY_LOADED" | "MODEL_NOT_LOADED" | "MODEL_LOAD_FAILED" | "MODEL_UNSUPPORTED" | "INSUFFICIENT_MEMORY" | "INSUFFICIENT_DISK" | "DOWNLOAD_FAILED" | "DOWNLOAD_CANCELLED" | "REPO_NOT_FOUND" | "GATED_MODEL_NO_TOKEN" | "INVALID_HF_TOKEN" | "INVALID_LOCAL_PATH" | "INVALID_STATE" | "PAYLOAD_TOO_LARGE" | "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "INTERNAL_ERROR";
+        ErrorCode: "VALIDATION_ERROR" | "MODEL_NOT_FOUND" | "MODEL_ALREADY_EXISTS" | "MODEL_BUSY" | "MODEL_ALREADY_LOADED" | "MODEL_NOT_LOADED" | "MODEL_LOAD_FAILED" | "MODEL_UNSUPPORTED" | "INSUFFICIENT_MEMORY" | "INSUFFICIENT_DISK" | "DOWNLOAD_FAILED" | "DOWNLOAD_CANCELLED" | "REPO_NOT_FOUND" | "GATED_MODEL_NO_TOKEN" | "INVALID_HF_TOKEN" | "INVALID_LOCAL_PATH" | "INVALID_STATE" | "PAYLOAD_TOO_LARGE" | "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "UNAUTHORIZED" | "FORBIDDEN" | "UNSUPPORTED_MEDIA_TYPE" | "REQUEST_TIMEOUT" | "INTERNAL_ERROR";
+        /** @description A failed answer: `success` is false, `data` is null and `error` says what went wrong. */
+        ErrorEnvelope: {
+            data: null;
+            error: components["schemas"]["ErrorBody"];
+            /** @description Always `false`. */
+            success: boolean;
+        };
         /** @description `estimated_sizes`: one entry per quantization. */
         EstimatedSizes: {
             FP16: components["schemas"]["SizeEstimate"];
@@ -447,10 +467,32 @@ export interface components {
             status: string;
             version: string;
         };
+        /** @description A Hub download (`source: "huggingface"`). */
+        HubModelRequest: {
+            /** @description At most 100 characters. */
+            custom_name?: string | null;
+            /** @description Hub token for this request only; never stored. */
+            hf_token?: string | null;
+            quantization?: null | components["schemas"]["Quantization"];
+            /** @description `owner/name`. */
+            repo_id: string;
+            /** @description Branch, tag or commit; default `main`. */
+            revision?: string | null;
+            /** @description Default false. Models that need remote code are refused either way. */
+            trust_remote_code?: boolean | null;
+        };
         /** @description Body of `GET /api/health/live`. */
         LiveResponse: {
             /** @description Always `ok`: the process is up and serving requests. */
             status: string;
+        };
+        /** @description A local folder (`source: "local"`). */
+        LocalModelRequest: {
+            /** @description At most 100 characters. */
+            custom_name?: string | null;
+            /** @description Absolute folder path holding `config.json` and safetensors weights. */
+            local_path: string;
+            quantization?: null | components["schemas"]["Quantization"];
         };
         /** @description Memory of the device models load onto. */
         MemoryInfo: {
@@ -461,23 +503,14 @@ export interface components {
             /** Format: int64 */
             total_mb: number;
         };
-        /** @description Body of `POST /api/models`. */
-        ModelDownloadRequest: {
-            /** @description At most 100 characters. */
-            custom_name?: string | null;
-            /** @description Hub token for this request only; never stored. */
-            hf_token?: string | null;
-            /** @description Absolute folder path; required for `local`. */
-            local_path?: string | null;
-            quantization?: null | components["schemas"]["Quantization"];
-            /** @description `owner/name`; required for `huggingface`. */
-            repo_id?: string | null;
-            /** @description Branch, tag or commit; default `main`. */
-            revision?: string | null;
-            source: components["schemas"]["Source"];
-            /** @description Default false. Models that need remote code are refused either way. */
-            trust_remote_code?: boolean | null;
-        };
+        /** @description Body of `POST /api/models`: a Hub download or a local folder, told apart by `source`. */
+        ModelDownloadRequest: (components["schemas"]["HubModelRequest"] & {
+            /** @enum {string} */
+            source: "huggingface";
+        }) | (components["schemas"]["LocalModelRequest"] & {
+            /** @enum {string} */
+            source: "local";
+        });
         /** @description Body of `POST /api/models/preview`'s answer: what a repo is and what each quantization costs. */
         ModelPreviewResponse: {
             architecture?: string | null;
@@ -708,7 +741,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
         };
@@ -741,7 +774,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description GATED_MODEL_NO_TOKEN or INVALID_HF_TOKEN */
@@ -750,7 +783,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description REPO_NOT_FOUND */
@@ -759,7 +792,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description MODEL_ALREADY_EXISTS */
@@ -768,7 +801,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description PAYLOAD_TOO_LARGE */
@@ -777,25 +810,34 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description VALIDATION_ERROR or MODEL_UNSUPPORTED */
+            /** @description VALIDATION_ERROR (details.field) or MODEL_UNSUPPORTED (no safetensors weights, or the model needs remote code) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description INSUFFICIENT_DISK */
+            /** @description DOWNLOAD_FAILED: the Hub did not answer usably after retries */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description INSUFFICIENT_DISK: details.required_mb, details.available_mb */
             507: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
         };
@@ -828,7 +870,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description REPO_NOT_FOUND: no such repo or revision */
@@ -837,7 +879,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description PAYLOAD_TOO_LARGE: the body is over 1 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description VALIDATION_ERROR or MODEL_UNSUPPORTED (no safetensors weights) */
@@ -846,7 +897,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description DOWNLOAD_FAILED: the Hub failed after retries */
@@ -855,7 +906,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
         };
@@ -887,16 +938,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description VALIDATION_ERROR: the id is not a positive integer */
+            /** @description VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
         };
@@ -928,7 +979,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description MODEL_BUSY: loaded, loading or downloading */
@@ -937,7 +988,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
         };
@@ -969,16 +1029,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description VALIDATION_ERROR: the id is not a positive integer */
+            /** @description VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
         };
@@ -1010,7 +1070,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description MODEL_NOT_FOUND */
@@ -1019,7 +1079,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description MODEL_BUSY (downloading, or a load is running) or INVALID_STATE (no complete download) */
@@ -1028,7 +1088,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description MODEL_LOAD_FAILED: the files cannot be loaded */
@@ -1037,7 +1106,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description INSUFFICIENT_MEMORY: details.required_mb, details.available_mb */
@@ -1046,7 +1115,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
         };
@@ -1061,7 +1130,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        /** @description Optional: {hf_token} */
+        /** @description Optional: {hf_token}, or null, or no body */
         requestBody?: {
             content: {
                 "application/json": null | components["schemas"]["RetryRequest"];
@@ -1083,25 +1152,34 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description INVALID_STATE: the model is not a failed or interrupted download (details.status) */
+            /** @description INVALID_STATE: the model is not a failed or interrupted download (details.status), or MODEL_BUSY: it changed state meanwhile */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description VALIDATION_ERROR */
+            /** @description PAYLOAD_TOO_LARGE: the body is over 1 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description VALIDATION_ERROR: a bad id or body (details.field) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
         };
@@ -1133,7 +1211,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description MODEL_NOT_FOUND */
@@ -1142,7 +1220,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description MODEL_BUSY: still loading */
@@ -1151,7 +1229,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_ErrorBody"];
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
         };
