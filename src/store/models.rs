@@ -164,8 +164,8 @@ fn status_list(statuses: &[ModelStatus]) -> String {
 }
 
 impl Store {
-    /// Inserts a model; a duplicate (repo_id, quantization) or local_path is a `Conflict`
-    /// naming the existing row, also when two inserts race.
+    /// Inserts a model; a duplicate (repo_id, quantization) or (local_path, quantization) is a
+    /// `Conflict` naming the existing row, also when two inserts race.
     pub async fn insert_model(&self, new: NewModel) -> Result<ModelRecord, StoreError> {
         if let Some(existing) = self.find_duplicate(&new).await? {
             return Err(existing);
@@ -219,15 +219,16 @@ impl Store {
 
     async fn find_duplicate(&self, new: &NewModel) -> Result<Option<StoreError>, StoreError> {
         if let Some(path) = &new.local_path {
-            let sql = "SELECT id FROM models WHERE local_path = $1";
+            let sql = "SELECT id FROM models WHERE local_path = $1 AND quantization = $2";
             if let Some(row) = sqlx::query(sql)
                 .bind(path)
+                .bind(new.quantization.as_str())
                 .fetch_optional(&self.pool)
                 .await?
             {
                 return Ok(Some(StoreError::Conflict {
                     existing_model_id: row.try_get("id")?,
-                    what: "local_path",
+                    what: "local_path and quantization",
                 }));
             }
         }

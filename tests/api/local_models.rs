@@ -83,16 +83,22 @@ async fn delete_of_a_local_model_leaves_its_files_untouched(db: Db) {
     app.stop().await;
 }
 
-async fn the_same_folder_cannot_be_registered_twice(db: Db) {
+async fn the_same_folder_cannot_be_registered_twice_at_one_quantization(db: Db) {
     let app = spawn_app(db).await;
     let model = app.write_model("dup", TinyLlama::default());
     let first = app.add_local(&model.dir, "Q4").await;
     let id = first.data()["id"].as_i64().unwrap();
 
-    let again = app.add_local(&model.dir, "Q8").await;
+    let again = app.add_local(&model.dir, "Q4").await;
     assert_eq!(again.status, 409);
     assert_eq!(again.code(), "MODEL_ALREADY_EXISTS");
     assert_eq!(again.body["error"]["details"]["existing_model_id"], id);
+
+    // At another quantization it is another model, as a Hub repo can be.
+    let q8 = app.add_local(&model.dir, "Q8").await;
+    assert_eq!(q8.status, 202, "{}", q8.body);
+    assert_ne!(q8.data()["id"], id);
+    assert_eq!(q8.data()["local_path"], first.data()["local_path"]);
 
     // A symlink to the same folder is the same folder.
     let link = app.dir.path().join("link-to-dup");
@@ -145,7 +151,7 @@ async fn custom_names_are_used_and_bounded(db: Db) {
 on_both_databases!(
     local_folder_is_ready_with_exact_parameter_count,
     delete_of_a_local_model_leaves_its_files_untouched,
-    the_same_folder_cannot_be_registered_twice,
+    the_same_folder_cannot_be_registered_twice_at_one_quantization,
     models_are_listed_newest_first,
     custom_names_are_used_and_bounded,
 );

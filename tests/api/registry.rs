@@ -240,7 +240,82 @@ async fn the_listed_rows_reflect_every_change(db: Db) {
     assert_eq!(store.list_summaries().await.unwrap().len(), 1);
 }
 
+/// A registry made before the (local_path, quantization) migration keeps every row and id,
+/// and afterwards takes one folder at a second quantization but not twice at one.
+async fn the_local_path_migration_keeps_every_row(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, kind) = match db {
+        Db::Sqlite => (
+            format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display()),
+            "sqlite",
+        ),
+        Db::Postgres => (fresh_postgres_database().await, "postgres"),
+    };
+    // The registry as the first release left it: only its first migration.
+    let first = dir.path().join("first");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::copy(
+        format!("migrations/{kind}/0001_models.sql"),
+        first.join("0001_models.sql"),
+    )
+    .unwrap();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(first.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (path, q) in [("/models/a", "Q4"), ("/models/b", "Q8")] {
+        let row = sqlx::query(
+            "INSERT INTO models (name, source, local_path, quantization, status, created_at, updated_at) \
+             VALUES ($1, 'local', $1, $2, 'ready', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z') RETURNING id",
+        )
+        .bind(path)
+        .bind(q)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        ids.push(sqlx::Row::try_get::<i64, _>(&row, "id").unwrap());
+    }
+    pool.close().await;
+
+    let store = Store::connect(&url).await.expect("migrates");
+    let rows = store.list_models().await.unwrap();
+    let kept: Vec<(i64, Option<String>)> =
+        rows.iter().map(|r| (r.id, r.local_path.clone())).collect();
+    assert_eq!(
+        kept,
+        vec![
+            (ids[1], Some("/models/b".into())),
+            (ids[0], Some("/models/a".into()))
+        ]
+    );
+    let local = |q: Quantization| NewModel {
+        source: Source::Local,
+        repo_id: None,
+        requested_revision: None,
+        local_path: Some("/models/a".into()),
+        ..hub_model("x/a", q)
+    };
+    let again = store.insert_model(local(Quantization::Q8)).await.unwrap();
+    assert!(
+        again.id > ids[1],
+        "ids keep growing after the rebuild: {}",
+        again.id
+    );
+    match store.insert_model(local(Quantization::Q4)).await {
+        Err(StoreError::Conflict {
+            existing_model_id, ..
+        }) => assert_eq!(existing_model_id, ids[0]),
+        other => panic!("expected a conflict with the first row, got {other:?}"),
+    }
+}
+
 on_both_databases!(
+    the_local_path_migration_keeps_every_row,
     the_listed_rows_reflect_every_change,
     rows_round_trip_every_field,
     repo_and_quantization_are_unique_together,
