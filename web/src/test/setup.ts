@@ -11,12 +11,23 @@ import { server } from "./server";
 // Components never touch the socket; tests never open one.
 vi.mock("@/lib/socket", () => ({ connectSocket: vi.fn(), disconnectSocket: vi.fn() }));
 
-beforeAll(() => server.listen({ onUnhandledRequest: "error" }));
+// MSW's "error" makes the request fail, which the code under test may catch (a toast):
+// the test itself fails in afterEach, naming each request no handler answered.
+const unhandled: string[] = [];
+beforeAll(() =>
+  server.listen({
+    onUnhandledRequest: (request, print) => {
+      unhandled.push(`${request.method} ${request.url}`);
+      print.error();
+    },
+  }),
+);
 afterEach(() => {
   cleanup();
   server.resetHandlers();
   useModelsStore.getState().reset();
   useSystemStore.getState().reset();
   useToastStore.getState().reset();
+  if (unhandled.length > 0) throw new Error(`Requests no MSW handler answered: ${unhandled.splice(0).join(", ")}`);
 });
 afterAll(() => server.close());
