@@ -76,4 +76,12 @@ describe("model events", () => {
     fire("model:download:progress", { modelId: 400, progress: 1, downloadedBytes: 1, totalBytes: 10, speedBps: 1 });
     expect(models().models.map((m) => m.id)).toEqual([1]);
   });
+
+  it("leave a model on another page alone when its download completes", () => {
+    models().setModels([makeModel({ id: 1 })], 500);
+    models().setQuery({ offset: 50 });
+    fire("model:download:complete", { modelId: 400, localPath: "/x" });
+    fire("model:unload:complete", { modelId: 400 });
+    expect(models().models.map((m) => m.id)).toEqual([1]);
+  });
 });

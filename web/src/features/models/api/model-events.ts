@@ -26,6 +26,12 @@ function ensureKnown(id: number): void {
   if (state.query.offset === 0 && state.askAboutUnknown(id)) void fetchModels();
 }
 
+/** Server truth for a card on the page; a model the page does not show is treated as above. */
+function refreshShown(id: number): void {
+  if (models().models.some((m) => m.id === id)) void refreshModel(id);
+  else ensureKnown(id);
+}
+
 export const modelSocketListeners: SocketListeners = {
   // Events were missed while away: take the list from the server again.
   onConnect: (reconnected) => {
@@ -40,12 +46,12 @@ export const modelSocketListeners: SocketListeners = {
       models().applyDownloadProgress(e);
     },
     "model:download:complete": (e: DownloadCompleteEvent) => {
-      void refreshModel(e.modelId);
+      refreshShown(e.modelId);
     },
     "model:download:error": (e: ModelErrorEvent) => {
       models().applyDownloadError(e);
       if (e.error?.code !== "DOWNLOAD_CANCELLED") toast.error(e.error?.message ?? "The download failed.", "Download failed");
-      void refreshModel(e.modelId);
+      refreshShown(e.modelId);
     },
     "model:load:progress": (e: LoadProgressEvent) => {
       ensureKnown(e.modelId);
@@ -54,18 +60,18 @@ export const modelSocketListeners: SocketListeners = {
     "model:load:complete": (e: LoadCompleteEvent) => {
       const others = models().models.filter((m) => m.status === "loaded" && m.id !== e.modelId);
       models().applyLoadComplete(e.modelId);
-      void refreshModel(e.modelId);
+      refreshShown(e.modelId);
       void fetchLoadedModel();
       for (const m of others) void refreshModel(m.id);
     },
     "model:load:error": (e: ModelErrorEvent) => {
       models().applyLoadError(e);
       toast.error(e.error?.message ?? "The load failed.", "Load failed");
-      void refreshModel(e.modelId);
+      refreshShown(e.modelId);
     },
     "model:unload:complete": (e: UnloadCompleteEvent) => {
       models().applyUnloadComplete(e.modelId);
-      void refreshModel(e.modelId);
+      refreshShown(e.modelId);
     },
   },
 };

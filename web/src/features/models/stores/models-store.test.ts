@@ -78,6 +78,14 @@ describe("models store", () => {
     store().upsertModel(makeModel({ id: 3, status: "downloading" }));
     expect(store().models.some((m) => m.id === 3)).toBe(false);
 
+    // An older model past a full first page stays on its own page.
+    store().setQuery({ status: "" });
+    const page = Array.from({ length: 50 }, (_, i) => makeModel({ id: 100 + i, created_at: "2025-03-01T00:00:00Z" }));
+    store().setModels(page, 500);
+    store().upsertModel(makeModel({ id: 5, created_at: "2024-01-01T00:00:00Z" }));
+    expect(store().models.some((m) => m.id === 5)).toBe(false);
+    expect(store().total).toBe(500);
+
     store().setQuery({ status: "", offset: 50 });
     store().upsertModel(makeModel({ id: 4 }));
     expect(store().models.some((m) => m.id === 4)).toBe(false);

@@ -152,9 +152,11 @@ export const useModelsStore = create<ModelsState>()((set) => ({
         // so it does not vanish under the pointer; the next fetch settles it.
         return { models: patch(state.models, model.id, () => model), loadProgress, loadedModel };
       }
-      // A new model is the newest: it belongs at the top of the first page, if the filter takes it.
+      // A new model is the newest: it belongs at the top of the first page, if the filter
+      // takes it. An older one that sorts past a full page belongs to a later page.
       if (state.query.offset !== 0 || !matchesQuery(model, state.query)) return { loadProgress, loadedModel };
       const models = sortNewestFirst([...state.models, model]).slice(0, PAGE_SIZE);
+      if (!models.some((m) => m.id === model.id)) return { loadProgress, loadedModel };
       return { models, total: state.total + 1, loadProgress, loadedModel };
     }),
 
