@@ -3,6 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tower::ServiceExt;
 
 use axum::http::{HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +30,9 @@ use crate::service::Services;
 use crate::store::Store;
 use crate::{api, web};
 
+/// How long shutdown waits for open connections to finish their requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// What every handler gets.
 #[derive(Clone)]
 pub struct AppState {
@@ -36,6 +47,7 @@ pub struct App {
     router: Router,
     state: AppState,
     shutdown: CancellationToken,
+    header_read_timeout: Duration,
 }
 
 impl App {
@@ -61,8 +73,23 @@ impl App {
         let devices = tokio::task::spawn_blocking(Devices::probe).await?;
         let shutdown = CancellationToken::new();
 
+        if settings.allow_no_auth
+            && settings.api_key.is_none()
+            && !crate::config::is_loopback_host(&settings.host)
+        {
+            tracing::warn!(
+                host = %settings.host,
+                "MILLM_ALLOW_NO_AUTH is set: the API listens beyond loopback WITHOUT an API key; anyone who reaches the port can download, load and delete models"
+            );
+        }
+        let guard = Arc::new(api::guard::Guard::new(&settings));
         let (io_layer, io) = SocketIo::builder().build_layer();
-        let events = Events::new(io, devices.clone(), shutdown.clone());
+        let events = Events::new(
+            io,
+            devices.clone(),
+            shutdown.clone(),
+            crate::events::Admission::new(guard.key(), settings.max_socket_connections),
+        );
         let services = Services::new(store, devices, events, settings.clone(), shutdown.clone())?;
         services.reconcile().await?;
         let auto = services.clone();
@@ -77,6 +104,12 @@ impl App {
             .with_state(state.clone())
             .layer(axum::middleware::from_fn(crate::metrics::track_http))
             .layer(io_layer)
+            // Inside CORS, so preflights are answered and refusals carry CORS headers; outside
+            // Socket.IO, so its handshakes pass the Host and Origin checks too.
+            .layer(axum::middleware::from_fn_with_state(
+                guard,
+                api::guard::check,
+            ))
             .layer(cors_layer(&settings))
             .layer(CatchPanicLayer::custom(|_panic| {
                 AppError::internal(anyhow::anyhow!("a request handler panicked")).into_response()
@@ -92,6 +125,7 @@ impl App {
             router,
             state,
             shutdown,
+            header_read_timeout: Duration::from_secs(settings.header_read_timeout),
         })
     }
 
@@ -115,11 +149,56 @@ impl App {
     }
 
     /// Serves until the shutdown token is cancelled, then lets jobs wind down.
+    ///
+    /// The accept loop is hyper's own rather than `axum::serve`, which cannot bound the time a
+    /// client takes to send its headers: a client that never finishes them is dropped after
+    /// `HEADER_READ_TIMEOUT`. Each request carries its peer address (`ConnectInfo`).
     pub async fn run(self) -> anyhow::Result<()> {
-        let shutdown = self.shutdown.clone();
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await?;
+        let mut builder = ConnBuilder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!("cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let router = self.router.clone();
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    router.clone().oneshot(request.map(axum::body::Body::new))
+                });
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("connection from {peer} ended: {e}");
+                }
+            });
+        }
+        drop(self.listener);
+        // Requests in flight finish; long polls and idle keep-alives do not hold shutdown up.
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::debug!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+        }
         self.state.services.wind_down().await;
         self.state.services.close().await;
         Ok(())

@@ -140,6 +140,100 @@ pub struct Settings {
         value_name = "AUTO_LOAD_MODEL"
     )]
     pub auto_load_model: Option<String>,
+
+    /// API key: when set, `/api/*` (but `/api/health/live`), `/v1/*`, `/metrics` and the
+    /// Socket.IO handshake need `Authorization: Bearer <key>`. Required to listen beyond loopback.
+    #[arg(
+        long = "api-key",
+        env = "MILLM_API_KEY",
+        value_name = "MILLM_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<Secret>,
+
+    /// Listen beyond loopback without an API key anyway (anyone who reaches the port may
+    /// download, load and delete models). Logged as a warning at start-up.
+    #[arg(
+        long = "allow-no-auth",
+        env = "MILLM_ALLOW_NO_AUTH",
+        value_name = "MILLM_ALLOW_NO_AUTH",
+        action = clap::ArgAction::SetTrue
+    )]
+    pub allow_no_auth: bool,
+
+    /// Host names the server answers to besides loopback names and IP addresses,
+    /// comma-separated (`millm.example.com,gpubox`); `*` turns the check off.
+    #[arg(
+        long = "allowed-hosts",
+        env = "ALLOWED_HOSTS",
+        value_name = "ALLOWED_HOSTS"
+    )]
+    pub allowed_hosts: Option<String>,
+
+    /// Folders, comma-separated, under which local model folders may be registered
+    /// [default: anywhere the server can read].
+    #[arg(
+        long = "local-model-roots",
+        env = "LOCAL_MODEL_ROOTS",
+        value_name = "LOCAL_MODEL_ROOTS"
+    )]
+    pub local_model_roots: Option<String>,
+
+    /// Hub downloads that run at once; more wait (still `downloading`, at 0 bytes) for a slot.
+    #[arg(
+        long = "max-concurrent-downloads",
+        env = "MAX_CONCURRENT_DOWNLOADS",
+        value_name = "MAX_CONCURRENT_DOWNLOADS",
+        default_value_t = 3
+    )]
+    pub max_concurrent_downloads: usize,
+
+    /// Hub previews that run at once; more wait for a slot.
+    #[arg(
+        long = "max-concurrent-previews",
+        env = "MAX_CONCURRENT_PREVIEWS",
+        value_name = "MAX_CONCURRENT_PREVIEWS",
+        default_value_t = 4
+    )]
+    pub max_concurrent_previews: usize,
+
+    /// Socket.IO connections (per namespace joined) the server keeps at once; more are refused.
+    #[arg(
+        long = "max-socket-connections",
+        env = "MAX_SOCKET_CONNECTIONS",
+        value_name = "MAX_SOCKET_CONNECTIONS",
+        default_value_t = 256
+    )]
+    pub max_socket_connections: usize,
+
+    /// Disk space (MiB) a new download must leave free in the model cache, besides the space
+    /// the running downloads still need.
+    #[arg(
+        long = "disk-reserve-mb",
+        env = "DISK_RESERVE_MB",
+        value_name = "DISK_RESERVE_MB",
+        default_value_t = 0
+    )]
+    pub disk_reserve_mb: u64,
+
+    /// Seconds a client has to send a request's headers before its connection is closed.
+    #[arg(
+        long = "header-read-timeout",
+        env = "HEADER_READ_TIMEOUT",
+        value_name = "HEADER_READ_TIMEOUT",
+        default_value_t = 10
+    )]
+    pub header_read_timeout: u64,
+
+    /// Seconds an API request may take, body included, before the connection is closed
+    /// (Socket.IO is not counted). Must exceed GRACEFUL_UNLOAD_TIMEOUT.
+    #[arg(
+        long = "request-timeout",
+        env = "REQUEST_TIMEOUT",
+        value_name = "REQUEST_TIMEOUT",
+        default_value_t = 300
+    )]
+    pub request_timeout: u64,
 }
 
 impl fmt::Debug for Settings {
@@ -157,6 +251,16 @@ impl fmt::Debug for Settings {
             .field("cors_origins", &self.cors_origins)
             .field("graceful_unload_timeout", &self.graceful_unload_timeout)
             .field("auto_load_model", &self.auto_load_model)
+            .field("api_key", &self.api_key)
+            .field("allow_no_auth", &self.allow_no_auth)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("local_model_roots", &self.local_model_roots)
+            .field("max_concurrent_downloads", &self.max_concurrent_downloads)
+            .field("max_concurrent_previews", &self.max_concurrent_previews)
+            .field("max_socket_connections", &self.max_socket_connections)
+            .field("disk_reserve_mb", &self.disk_reserve_mb)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -192,6 +296,16 @@ impl Settings {
             cors_origins: None,
             graceful_unload_timeout: 30,
             auto_load_model: None,
+            api_key: None,
+            allow_no_auth: false,
+            allowed_hosts: None,
+            local_model_roots: None,
+            max_concurrent_downloads: 3,
+            max_concurrent_previews: 4,
+            max_socket_connections: 256,
+            disk_reserve_mb: 0,
+            header_read_timeout: 10,
+            request_timeout: 300,
         }
     }
 
@@ -202,6 +316,15 @@ impl Settings {
         }
         if self.hf_token.as_ref().is_some_and(|t| blank(t.expose())) {
             self.hf_token = None;
+        }
+        if self.api_key.as_ref().is_some_and(|t| blank(t.expose())) {
+            self.api_key = None;
+        }
+        if self.allowed_hosts.as_deref().is_some_and(blank) {
+            self.allowed_hosts = None;
+        }
+        if self.local_model_roots.as_deref().is_some_and(blank) {
+            self.local_model_roots = None;
         }
         if self
             .database_url
@@ -274,7 +397,77 @@ impl Settings {
                 }
             }
         }
+        if let Some(key) = &self.api_key {
+            if key.expose().trim() != key.expose() || key.expose().chars().any(char::is_control) {
+                return Err(bad(
+                    "MILLM_API_KEY",
+                    "must not contain spaces at either end or control characters",
+                ));
+            }
+        }
+        if self.api_key.is_none() && !self.allow_no_auth && !is_loopback_host(&self.host) {
+            return Err(bad(
+                "HOST",
+                format!(
+                    "listening on '{}' (beyond loopback) needs an API key: set MILLM_API_KEY, or HOST=127.0.0.1 (MILLM_ALLOW_NO_AUTH=1 overrides, leaving the API open to the network)",
+                    self.host
+                ),
+            ));
+        }
+        if self.api_key.is_none() && self.cors_origin_list().iter().any(|o| o == "*") {
+            return Err(bad(
+                "CORS_ORIGINS",
+                "'*' lets every web site call the API; it needs MILLM_API_KEY set, or list the origins",
+            ));
+        }
+        for root in self.local_model_root_list() {
+            if !root.is_absolute() {
+                return Err(bad(
+                    "LOCAL_MODEL_ROOTS",
+                    format!("'{}' is not an absolute path", root.display()),
+                ));
+            }
+        }
+        for (name, value) in [
+            (
+                "MAX_CONCURRENT_DOWNLOADS",
+                self.max_concurrent_downloads as u64,
+            ),
+            (
+                "MAX_CONCURRENT_PREVIEWS",
+                self.max_concurrent_previews as u64,
+            ),
+            ("MAX_SOCKET_CONNECTIONS", self.max_socket_connections as u64),
+            ("HEADER_READ_TIMEOUT", self.header_read_timeout),
+        ] {
+            if value == 0 {
+                return Err(bad(name, "must be at least 1"));
+            }
+        }
+        if self.request_timeout <= self.graceful_unload_timeout {
+            return Err(bad(
+                "REQUEST_TIMEOUT",
+                format!(
+                    "must exceed GRACEFUL_UNLOAD_TIMEOUT ({} s), so an unload can finish",
+                    self.graceful_unload_timeout
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// `ALLOWED_HOSTS`, split, trimmed and lowercased.
+    pub fn allowed_host_list(&self) -> Vec<String> {
+        split_list(self.allowed_hosts.as_deref())
+            .map(|h| h.to_ascii_lowercase())
+            .collect()
+    }
+
+    /// `LOCAL_MODEL_ROOTS`, split and trimmed; empty when any folder may be registered.
+    pub fn local_model_root_list(&self) -> Vec<PathBuf> {
+        split_list(self.local_model_roots.as_deref())
+            .map(PathBuf::from)
+            .collect()
     }
 
     /// The CORS origins, split and trimmed.
@@ -305,6 +498,22 @@ impl Settings {
             ),
         }
     }
+}
+
+fn split_list(raw: Option<&str>) -> impl Iterator<Item = String> + '_ {
+    raw.unwrap_or("")
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// True for a name or address that only this machine reaches: `localhost`, `127.0.0.0/8`, `::1`.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -345,5 +554,48 @@ mod tests {
         let mut s = Settings::for_data_dir("/tmp/x");
         s.log_level = "loud[".into();
         assert_eq!(s.validate().unwrap_err().name, "LOG_LEVEL");
+        let mut s = Settings::for_data_dir("/tmp/x");
+        s.local_model_roots = Some("/models, relative".into());
+        assert_eq!(s.validate().unwrap_err().name, "LOCAL_MODEL_ROOTS");
+        let mut s = Settings::for_data_dir("/tmp/x");
+        s.max_concurrent_downloads = 0;
+        assert_eq!(s.validate().unwrap_err().name, "MAX_CONCURRENT_DOWNLOADS");
+    }
+
+    #[test]
+    fn listening_beyond_loopback_needs_a_key_or_the_override() {
+        let mut s = Settings::for_data_dir("/tmp/x");
+        s.host = "0.0.0.0".into();
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.name, "HOST");
+        assert!(err.to_string().contains("MILLM_API_KEY"), "{err}");
+        s.api_key = Some(Secret::new("k"));
+        assert!(s.validate().is_ok());
+        s.api_key = None;
+        s.allow_no_auth = true;
+        assert!(s.validate().is_ok());
+        for host in ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"] {
+            let mut s = Settings::for_data_dir("/tmp/x");
+            s.host = host.into();
+            assert!(s.validate().is_ok(), "{host}");
+        }
+    }
+
+    #[test]
+    fn any_cors_origin_needs_a_key() {
+        let mut s = Settings::for_data_dir("/tmp/x");
+        s.cors_origins = Some("*".into());
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.name, "CORS_ORIGINS");
+        assert!(err.to_string().contains("MILLM_API_KEY"), "{err}");
+        s.api_key = Some(Secret::new("k"));
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn debug_never_prints_the_api_key() {
+        let mut s = Settings::for_data_dir("/tmp/x");
+        s.api_key = Some(Secret::new("topsecretkey"));
+        assert!(!format!("{s:?}").contains("topsecretkey"));
     }
 }

@@ -32,6 +32,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     NotFound,
     MethodNotAllowed,
+    Unauthorized,
+    Forbidden,
+    UnsupportedMediaType,
+    RequestTimeout,
     InternalError,
 }
 
@@ -61,6 +65,10 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,6 +96,10 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
     }
@@ -201,6 +213,21 @@ impl AppError {
         )
         .with_detail("required_mb", required_mb)
         .with_detail("available_mb", available_mb)
+    }
+
+    /// 401: an API key is configured and the request brings none or another one. The same
+    /// answer either way, so it tells nothing about the key.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            ErrorCode::Unauthorized,
+            "This server needs an API key: send it as 'Authorization: Bearer <key>'.",
+        )
+    }
+
+    /// 403: a `Host` this server does not answer to, or a state-changing request from a foreign
+    /// web page.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {

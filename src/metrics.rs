@@ -255,6 +255,24 @@ pub fn render() -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// The `method` label: the standard methods by name, anything else as `other`, so a client
+/// sending made-up methods cannot multiply the series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// Middleware: counts each request and times it under its route template (`/api/models/{id}`),
 /// so ids do not multiply the series. Requests no route matched (web UI files, unknown paths)
 /// share the route `unmatched`.
@@ -264,17 +282,17 @@ pub async fn track_http(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     METRICS
         .http_requests
-        .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+        .with_label_values(&[method, route.as_str(), status.as_str()])
         .inc();
     METRICS
         .http_duration
-        .with_label_values(&[method.as_str(), route.as_str()])
+        .with_label_values(&[method, route.as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
 }
@@ -306,6 +324,13 @@ mod tests {
         let count = "millm_download_duration_seconds_count{outcome=\"cancelled\"}";
         assert!(sample(&after, count) >= sample(&before, count) + 1.0);
         assert!(after.contains("# TYPE millm_downloads_active gauge"));
+    }
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let made_up = axum::http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&made_up), "other");
+        assert_eq!(method_label(&axum::http::Method::DELETE), "DELETE");
     }
 
     #[test]

@@ -92,6 +92,7 @@ fn millm_at(url: &str, args: &[&str]) -> Command {
         .args(args)
         .env_remove("HF_TOKEN")
         .env_remove("MILLM_URL")
+        .env_remove("MILLM_API_KEY")
         // No `.env` from the repository is read: the child runs in an empty folder.
         .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
@@ -441,6 +442,51 @@ async fn serve_with_its_stdout_closed_exits_cleanly_on_sigterm_without_complaini
     // A closed stdout is the reader's choice, not an error: no panic, no report of it.
     assert!(
         !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+}
+
+/// `millm serve` with `settings` as environment variables and nothing else: its exit status
+/// and standard error, when it refuses to start.
+async fn serve_refusing(vars: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run({
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_millm"));
+        cmd.args(["serve", "--port", "0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env_clear()
+            .envs(vars.iter().copied())
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    })
+    .await;
+    (out.status.code(), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_to_listen_beyond_loopback_without_a_key_in_one_line() {
+    for host in ["0.0.0.0", "::"] {
+        let (code, stderr) = serve_refusing(&[("HOST", host)]).await;
+        assert_eq!(code, Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("HOST") && stderr.contains("MILLM_API_KEY"),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_any_cors_origin_without_a_key_in_one_line() {
+    let (code, stderr) = serve_refusing(&[("CORS_ORIGINS", "*")]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("CORS_ORIGINS") && stderr.contains("MILLM_API_KEY"),
         "{stderr}"
     );
 }

@@ -1,9 +1,11 @@
-//! Extractors that turn every bad input into `VALIDATION_ERROR` (or `PAYLOAD_TOO_LARGE`) in the
-//! envelope, naming the field: a JSON body and the `{id}` path segment.
+//! Extractors that turn every bad input into `VALIDATION_ERROR` (or `PAYLOAD_TOO_LARGE`, or
+//! `UNSUPPORTED_MEDIA_TYPE`) in the envelope, naming the field: a JSON body and the `{id}` path
+//! segment.
 
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
@@ -16,8 +18,44 @@ pub const BODY_LIMIT: usize = 1 << 20;
 /// than a reset connection; beyond it the connection is closed.
 const DRAIN_LIMIT: usize = 64 << 20;
 
-/// A JSON body read whatever the content type, with errors naming the offending field.
+/// A JSON body, sent as `application/json`, with errors naming the offending field.
 pub struct ApiJson<T>(pub T);
+
+/// True when the request says its body is JSON (`application/json`, or `application/…+json`,
+/// with any parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// 415 for a body that is not declared JSON. A web page may send `text/plain` (or a form) to any
+/// site without a CORS preflight; only a JSON content type forces the preflight that keeps
+/// other sites out.
+fn require_json(headers: &HeaderMap) -> Result<(), AppError> {
+    if is_json(headers) {
+        return Ok(());
+    }
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    Err(AppError::new(
+        ErrorCode::UnsupportedMediaType,
+        format!("The request body must be sent as 'Content-Type: application/json' (got {given})."),
+    )
+    .with_detail("content_type", given))
+}
 
 /// Reads the whole body, up to [`BODY_LIMIT`].
 pub async fn read_body(body: Body) -> Result<Vec<u8>, AppError> {
@@ -84,12 +122,13 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        require_json(req.headers())?;
         let bytes = read_body(req.into_body()).await?;
         Ok(ApiJson(parse_json(&bytes)?))
     }
 }
 
-/// An optional JSON body: absent or empty is `None`.
+/// An optional JSON body: absent, empty or `null` is `None`.
 pub struct OptionalJson<T>(pub Option<T>);
 
 impl<T, S> FromRequest<S> for OptionalJson<T>
@@ -100,8 +139,14 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let json = require_json(req.headers());
         let bytes = read_body(req.into_body()).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        json?;
+        // JSON `null` is "no body" too, as an OpenAPI optional body allows.
+        if bytes.trim_ascii() == b"null" {
             return Ok(OptionalJson(None));
         }
         Ok(OptionalJson(Some(parse_json(&bytes)?)))
@@ -141,6 +186,25 @@ mod tests {
         assert_eq!(err.code, ErrorCode::ValidationError);
         assert!(err.message.contains("count"), "{}", err.message);
         assert_eq!(err.details["field"], "count");
+    }
+
+    #[test]
+    fn json_content_types_are_recognised_with_their_parameters() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, v.parse().unwrap());
+            h
+        };
+        assert!(is_json(&with("application/json")));
+        assert!(is_json(&with("Application/JSON; charset=utf-8")));
+        assert!(is_json(&with("application/merge-patch+json")));
+        assert!(!is_json(&with("text/plain")));
+        assert!(!is_json(&with("application/x-www-form-urlencoded")));
+        assert!(!is_json(&HeaderMap::new()));
+        assert_eq!(
+            require_json(&with("text/plain")).unwrap_err().code,
+            ErrorCode::UnsupportedMediaType
+        );
     }
 
     #[test]

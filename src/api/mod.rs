@@ -2,11 +2,13 @@
 
 pub mod downloads;
 pub mod extract;
+pub mod guard;
 pub mod health;
 pub mod lifecycle;
 pub mod metrics;
 pub mod models;
 pub mod schema;
+pub mod security;
 
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -58,14 +60,16 @@ pub fn ok<T: Serialize>(data: T) -> ApiOk<T> {
 )]
 struct ApiDoc;
 
-/// The API routes with their OpenAPI document.
+/// The API routes with their OpenAPI document (the access rules added to every operation).
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(models::router())
         .merge(downloads::router())
         .merge(lifecycle::router())
-        .split_for_parts()
+        .split_for_parts();
+    utoipa::Modify::modify(&security::AccessControl, &mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document as JSON, as served at `/openapi.json`.

@@ -3,14 +3,18 @@
 //! and the sender. Every event is sent on the default namespace `/` and, identically, on
 //! `/progress`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use socketioxide::extract::SocketRef;
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
 use socketioxide::SocketIo;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::guard::{bearer, KeyCheck};
 use crate::engine::Devices;
 use crate::error::AppError;
 
@@ -255,6 +259,70 @@ impl Throttle {
     }
 }
 
+/// Who may join a namespace: a client with the API key (when one is set), while there is room.
+/// The `Host` and `Origin` of the handshake were checked by the API's guard before it got here.
+pub struct Admission {
+    key: Option<KeyCheck>,
+    max: usize,
+    connected: AtomicUsize,
+}
+
+/// Why a handshake was refused; the client receives the sentence as its `connect_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("UNAUTHORIZED: this server needs an API key; send it as auth: {{token: <key>}}")]
+    Unauthorized,
+    #[error("TOO_MANY_CONNECTIONS: the server holds its maximum of live connections (MAX_SOCKET_CONNECTIONS)")]
+    Full,
+}
+
+/// The `auth` object of a Socket.IO handshake.
+#[derive(Debug, Default, Deserialize)]
+struct HandshakeAuth {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+impl Admission {
+    /// Connections need `key` when set; at most `max` are kept at once.
+    pub fn new(key: Option<KeyCheck>, max: usize) -> Arc<Self> {
+        Arc::new(Admission {
+            key,
+            max,
+            connected: AtomicUsize::new(0),
+        })
+    }
+
+    /// Admits a handshake that brings the key (in `auth.token` or an `Authorization: Bearer`
+    /// header), while fewer than the maximum are connected.
+    fn admit(&self, socket: &SocketRef, auth: Option<HandshakeAuth>) -> Result<(), Refusal> {
+        if let Some(key) = &self.key {
+            let token = auth.and_then(|a| a.token);
+            let ok = match token {
+                Some(token) => key.matches(&token),
+                None => bearer(&socket.req_parts().headers).is_some_and(|t| key.matches(t)),
+            };
+            if !ok {
+                return Err(Refusal::Unauthorized);
+            }
+        }
+        if self.connected.load(Ordering::Relaxed) >= self.max {
+            return Err(Refusal::Full);
+        }
+        Ok(())
+    }
+
+    /// Counts a connection until it closes.
+    fn track(self: &Arc<Self>, socket: &SocketRef) {
+        self.connected.fetch_add(1, Ordering::Relaxed);
+        let admission = self.clone();
+        socket.on_disconnect(move || {
+            admission.connected.fetch_sub(1, Ordering::Relaxed);
+            async {}
+        });
+    }
+}
+
 /// Sends events to every connected client; cheap to clone.
 #[derive(Clone)]
 pub struct Events {
@@ -262,12 +330,25 @@ pub struct Events {
 }
 
 impl Events {
-    /// Registers the namespaces on `io` and starts the metrics ticker, which stops with `shutdown`.
-    pub fn new(io: SocketIo, devices: Devices, shutdown: CancellationToken) -> Self {
+    /// Registers the namespaces on `io` (each handshake passing `admission`) and starts the
+    /// metrics ticker, which stops with `shutdown`.
+    pub fn new(
+        io: SocketIo,
+        devices: Devices,
+        shutdown: CancellationToken,
+        admission: Arc<Admission>,
+    ) -> Self {
         for ns in NAMESPACES {
             let devices = devices.clone();
-            io.ns(ns, move |socket: SocketRef| {
+            let gate = admission.clone();
+            let counted = admission.clone();
+            let middleware = move |socket: SocketRef, TryData(auth): TryData<HandshakeAuth>| {
+                let gate = gate.clone();
+                async move { gate.admit(&socket, auth.ok()) }
+            };
+            let handler = move |socket: SocketRef| {
                 let devices = devices.clone();
+                counted.track(&socket);
                 async move {
                     socket.on(SYSTEM_JOIN, move |socket: SocketRef| {
                         let devices = devices.clone();
@@ -278,7 +359,8 @@ impl Events {
                         }
                     });
                 }
-            });
+            };
+            io.ns(ns, handler.with(middleware));
         }
         let ticker_io = io.clone();
         tokio::spawn(async move {

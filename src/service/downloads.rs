@@ -88,11 +88,28 @@ impl Downloads {
     }
 }
 
-/// A token from the request, else `HF_TOKEN`; an empty string counts as none.
-fn pick_token(given: Option<&str>, fallback: &Option<Secret>) -> Option<Secret> {
+tokio::task_local! {
+    /// Whether the caller of the request being served may use the server's `HF_TOKEN`.
+    static SERVER_TOKEN_ALLOWED: bool;
+}
+
+/// Runs `work` (a request) for a caller who may, or may not, use the server's `HF_TOKEN`.
+///
+/// The API's guard decides it (an authenticated or local caller may) and wraps each request in
+/// this, so every service call made while serving the request sees it without each handler
+/// passing it on. Work started outside a request (a resume at start-up) is the operator's own
+/// and uses the token.
+pub async fn as_caller<F: std::future::Future>(may_use_server_token: bool, work: F) -> F::Output {
+    SERVER_TOKEN_ALLOWED.scope(may_use_server_token, work).await
+}
+
+/// A token from the request, else `HF_TOKEN` (for a caller allowed it); an empty string counts
+/// as none.
+fn pick_token(given: Option<&str>, fallback: &Option<Secret>, allowed: bool) -> Option<Secret> {
     match given.map(str::trim).filter(|t| !t.is_empty()) {
         Some(t) => Some(Secret::new(t)),
-        None => fallback.clone(),
+        None if allowed => fallback.clone(),
+        None => None,
     }
 }
 
@@ -115,7 +132,7 @@ pub(super) fn parse_revision(raw: Option<&str>) -> AppResult<String> {
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .unwrap_or("main");
-    if rev.len() > 256 || select::check_name(rev).is_err() {
+    if rev.chars().count() > 256 || select::check_name(rev).is_err() {
         return Err(AppError::validation_field(
             "revision",
             format!("Field 'revision' must be a branch, tag or commit, got '{rev}'."),
@@ -125,9 +142,11 @@ pub(super) fn parse_revision(raw: Option<&str>) -> AppResult<String> {
 }
 
 impl Services {
-    /// A token given with a request, else the server's `HF_TOKEN`.
+    /// A token given with a request, else the server's `HF_TOKEN` when the caller may use it
+    /// (see [`as_caller`]).
     pub(super) fn token_for(&self, given: Option<&str>) -> Option<Secret> {
-        pick_token(given, &self.inner.settings.hf_token)
+        let allowed = SERVER_TOKEN_ALLOWED.try_with(|a| *a).unwrap_or(true);
+        pick_token(given, &self.inner.settings.hf_token, allowed)
     }
 
     /// `POST /api/models` for the Hub: checks the repo now (no record on failure), inserts it
@@ -529,8 +548,26 @@ mod tests {
     #[test]
     fn an_empty_token_falls_back_to_the_servers() {
         let server = Some(Secret::new("hf_server"));
-        assert!(pick_token(Some("  "), &server).is_some());
-        assert!(pick_token(None, &None).is_none());
-        assert!(pick_token(Some("hf_x"), &None).is_some());
+        assert!(pick_token(Some("  "), &server, true).is_some());
+        assert!(pick_token(None, &None, true).is_none());
+        assert!(pick_token(Some("hf_x"), &None, true).is_some());
+    }
+
+    #[test]
+    fn a_caller_not_allowed_the_servers_token_gets_only_its_own() {
+        let server = Some(Secret::new("hf_server"));
+        assert!(pick_token(None, &server, false).is_none());
+        assert!(pick_token(Some(" "), &server, false).is_none());
+        assert_eq!(
+            pick_token(Some("hf_mine"), &server, false).map(|t| t.expose().to_string()),
+            Some("hf_mine".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn the_callers_right_holds_for_the_work_it_wraps_only() {
+        let inside = as_caller(false, async { SERVER_TOKEN_ALLOWED.try_with(|a| *a) }).await;
+        assert_eq!(inside.ok(), Some(false));
+        assert!(SERVER_TOKEN_ALLOWED.try_with(|a| *a).is_err());
     }
 }

@@ -15,7 +15,7 @@ mod load;
 mod models;
 mod preview;
 
-pub use downloads::{DownloadOrder, CANCELLED_MESSAGE};
+pub use downloads::{as_caller, DownloadOrder, CANCELLED_MESSAGE};
 pub use models::{Deleted, MAX_NAME_CHARS};
 pub use preview::{Preview, PreviewSize};
 

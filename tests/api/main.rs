@@ -2,9 +2,11 @@
 
 mod support;
 
+mod access;
 mod downloads;
 mod errors;
 mod events;
+mod limits;
 mod list;
 mod load;
 mod local_models;

@@ -242,3 +242,18 @@ pub fn tiny_llama(seed: u64) -> tempfile::TempDir {
     .expect("checkpoint written");
     dir
 }
+
+/// An app on `db` whose settings `configure` adjusts first (an API key, limits, hosts).
+pub async fn spawn_configured(db: Db, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(db, dir.path()).await;
+    configure(&mut settings);
+    spawn_with(settings, dir).await
+}
+
+impl TestApp {
+    /// `request` with `Authorization: Bearer <key>`.
+    pub async fn send_with_key(&self, request: reqwest::RequestBuilder, key: &str) -> Reply {
+        self.send(request.bearer_auth(key)).await
+    }
+}
