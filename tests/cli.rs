@@ -490,3 +490,60 @@ async fn serve_refuses_any_cors_origin_without_a_key_in_one_line() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_sends_its_api_key_and_says_when_one_is_needed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::for_data_dir(dir.path().join("data"));
+    settings.api_key = Some(millm::config::Secret::new("cli-key"));
+    let app = App::build(settings).await.expect("app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = app.shutdown_token();
+    let handle = tokio::spawn(app.run());
+
+    let out = run(millm_at(&base, &["list"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("MILLM_API_KEY") && stderr.contains("UNAUTHORIZED"),
+        "{stderr}"
+    );
+    let mut with_env = millm_at(&base, &["list", "--json"]);
+    with_env.env("MILLM_API_KEY", "cli-key");
+    assert_eq!(ok(&run(with_env).await).trim(), "[]");
+    let flag = ok(&run(millm_at(&base, &["--api-key", "cli-key", "ps", "--json"])).await);
+    assert!(flag.contains("memory"), "{flag}");
+
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_token_is_not_sent_over_plain_http_to_another_machine() {
+    // A name that never resolves: the CLI decides about the token before it connects.
+    let mut cmd = millm_at(
+        "http://millm-test.invalid:9",
+        &["preview", "owner/model", "--token", "hf_secret"],
+    );
+    cmd.env("HF_TOKEN", "hf_secret");
+    let out = run(cmd).await;
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("not sending your Hub token")
+            && stderr.contains("https://")
+            && stderr.contains("--allow-http-token"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hf_secret"), "{stderr}");
+    // Asked for deliberately, it is sent (no note), and to loopback it always is.
+    for (url, extra) in [
+        ("http://millm-test.invalid:9", Some("--allow-http-token")),
+        ("http://127.0.0.1:9", None),
+    ] {
+        let mut args = vec!["preview", "owner/model", "--token", "hf_secret"];
+        args.extend(extra);
+        let out = run(millm_at(url, &args)).await;
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("not sending"), "{url}: {stderr}");
+    }
+}

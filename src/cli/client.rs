@@ -32,6 +32,10 @@ impl fmt::Display for ClientError {
                 f,
                 "cannot reach the server at {url}: is `millm serve` running?"
             ),
+            ClientError::Api { code, .. } if code == "UNAUTHORIZED" => write!(
+                f,
+                "the server needs its API key: pass --api-key KEY or set MILLM_API_KEY ({code})"
+            ),
             ClientError::Api { code, message, .. } => write!(f, "{message} ({code})"),
             ClientError::Other(message) => f.write_str(message),
         }
@@ -60,11 +64,12 @@ struct WireError {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    api_key: Option<String>,
 }
 
 impl Client {
-    /// A client of the server at `base` (`http://127.0.0.1:8000`).
-    pub fn new(base: &str) -> Result<Self, ClientError> {
+    /// A client of the server at `base` (`http://127.0.0.1:8000`), sending `api_key` when given.
+    pub fn new(base: &str, api_key: Option<&str>) -> Result<Self, ClientError> {
         let base = base.trim_end_matches('/').to_string();
         match url::Url::parse(&base) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
@@ -80,12 +85,33 @@ impl Client {
             .timeout(Duration::from_secs(300))
             .build()
             .map_err(|e| ClientError::Other(format!("cannot set up HTTP: {e}")))?;
-        Ok(Client { base, http })
+        let api_key = api_key
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_string);
+        Ok(Client {
+            base,
+            http,
+            api_key,
+        })
     }
 
     /// The server's base URL.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The API key this client sends, for the Socket.IO handshake.
+    pub fn api_key(&self) -> Option<&str> {
+        self.api_key.as_deref()
+    }
+
+    /// True when what is sent to the server crosses the network unencrypted: plain `http://` to
+    /// a host other than this machine.
+    pub fn is_plain_http_to_another_host(&self) -> bool {
+        url::Url::parse(&self.base).is_ok_and(|u| {
+            u.scheme() == "http" && !u.host_str().is_some_and(crate::config::is_loopback_host)
+        })
     }
 
     async fn call<T: DeserializeOwned>(
@@ -96,6 +122,9 @@ impl Client {
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

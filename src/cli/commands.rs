@@ -37,7 +37,7 @@ fn fail(message: impl Into<String>) -> Failure {
 }
 
 /// Runs one client subcommand against the server at `url`.
-pub fn run(url: &str, command: ClientCommand) -> ExitCode {
+pub fn run(url: &str, api_key: Option<&str>, command: ClientCommand) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -50,7 +50,7 @@ pub fn run(url: &str, command: ClientCommand) -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async move {
-        let client = Client::new(url)?;
+        let client = Client::new(url, api_key)?;
         dispatch(&client, command).await
     });
     // The socket client's tasks must not keep the process alive.
@@ -71,15 +71,23 @@ async fn dispatch(client: &Client, command: ClientCommand) -> Outcome {
             repo,
             revision,
             token,
+            allow_http_token,
             json,
-        } => preview(client, &repo, revision, token, json).await,
+        } => {
+            let token = hub_token_to_send(client, token, allow_http_token);
+            preview(client, &repo, revision, token, json).await
+        }
         ClientCommand::Pull {
             repo,
             quantization,
             revision,
             token,
+            allow_http_token,
             name,
-        } => pull(client, &repo, &quantization, revision, token, name).await,
+        } => {
+            let token = hub_token_to_send(client, token, allow_http_token);
+            pull(client, &repo, &quantization, revision, token, name).await
+        }
         ClientCommand::Add {
             path,
             quantization,
@@ -92,6 +100,21 @@ async fn dispatch(client: &Client, command: ClientCommand) -> Outcome {
         ClientCommand::Rm { model, yes } => rm(client, &model, yes).await,
         ClientCommand::Ps { json } => ps(client, json).await,
     }
+}
+
+/// The Hub token to send with a request, if any. Over plain `http://` to another machine it is
+/// not sent (anyone on the network path could read it) unless `--allow-http-token` says so; the
+/// server then uses its own `HF_TOKEN`, if it has one.
+fn hub_token_to_send(client: &Client, token: Option<String>, allowed: bool) -> Option<String> {
+    let token = token.filter(|t| !t.trim().is_empty())?;
+    if allowed || !client.is_plain_http_to_another_host() {
+        return Some(token);
+    }
+    note(&format!(
+        "not sending your Hub token (--token / HF_TOKEN) to {} over plain http://, where the network can read it; use an https:// --url, set HF_TOKEN on the server, or add --allow-http-token to send it anyway",
+        client.base()
+    ));
+    None
 }
 
 fn print_json(value: &impl serde::Serialize) {

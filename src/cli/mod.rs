@@ -35,6 +35,16 @@ pub struct Cli {
     )]
     pub url: String,
 
+    /// The server's API key (its MILLM_API_KEY), sent as `Authorization: Bearer` by the client
+    /// subcommands: `millm --api-key KEY list`, or set MILLM_API_KEY.
+    #[arg(
+        long = "api-key",
+        env = "MILLM_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -69,6 +79,9 @@ pub enum ClientCommand {
         /// Hub access token for gated or private repositories.
         #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Send the token even over plain http:// to another machine, where the network can read it.
+        #[arg(long)]
+        allow_http_token: bool,
         /// Print the server's JSON.
         #[arg(long)]
         json: bool,
@@ -89,6 +102,9 @@ pub enum ClientCommand {
         /// Hub access token for gated or private repositories (sent to the server, never stored).
         #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Send the token even over plain http:// to another machine, where the network can read it.
+        #[arg(long)]
+        allow_http_token: bool,
         /// A name for the model instead of the repository's.
         #[arg(long)]
         name: Option<String>,
@@ -173,6 +189,6 @@ pub fn main() -> ExitCode {
             println!("{}", crate::api::openapi_json());
             ExitCode::SUCCESS
         }
-        Command::Client(command) => commands::run(&cli.url, command),
+        Command::Client(command) => commands::run(&cli.url, cli.api_key.as_deref(), command),
     }
 }

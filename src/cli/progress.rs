@@ -62,15 +62,19 @@ impl Follow {
     /// Connects to the server's live events, before the job is started so no event is missed.
     /// Without them (a proxy that drops websockets and polling alike) it polls.
     pub async fn start(client: &Client, job: Job) -> Follow {
-        let (socket, fallback) =
-            match tokio::time::timeout(CONNECT_WAIT, connect(client.base())).await {
-                Ok(Ok(socket)) => (Some(socket), None),
-                Ok(Err(why)) => (None, Some(format!("live events unavailable: {why}"))),
-                Err(_) => (
-                    None,
-                    Some("live events did not connect in time".to_string()),
-                ),
-            };
+        let (socket, fallback) = match tokio::time::timeout(
+            CONNECT_WAIT,
+            connect(client.base(), client.api_key()),
+        )
+        .await
+        {
+            Ok(Ok(socket)) => (Some(socket), None),
+            Ok(Err(why)) => (None, Some(format!("live events unavailable: {why}"))),
+            Err(_) => (
+                None,
+                Some("live events did not connect in time".to_string()),
+            ),
+        };
         Follow {
             client: client.clone(),
             job,
@@ -153,10 +157,17 @@ impl Follow {
 
 /// Connects to the default namespace and waits for the namespace's connect, so nothing the
 /// server sends afterwards is lost.
-async fn connect(base: &str) -> Result<(SocketClient, UnboundedReceiver<(String, Value)>), String> {
+async fn connect(
+    base: &str,
+    api_key: Option<&str>,
+) -> Result<(SocketClient, UnboundedReceiver<(String, Value)>), String> {
     let (tx, mut rx) = unbounded_channel();
     let on_connect = tx.clone();
-    let socket = ClientBuilder::new(base)
+    let mut builder = ClientBuilder::new(base);
+    if let Some(key) = api_key {
+        builder = builder.auth(serde_json::json!({ "token": key }));
+    }
+    let socket = builder
         .namespace("/")
         .reconnect(false)
         .on(SocketEvent::Connect, move |_, _| {
