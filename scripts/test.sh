@@ -46,19 +46,22 @@ if [ -z "${MILLM_TEST_POSTGRES_URL:-}" ]; then
   export MILLM_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 fi
 
-# --- Python tools: the Hub client (cache interop test) and schemathesis (the API document) ----
+# --- Python tools: the Hub client (cache interop test), schemathesis (the API document) and
+# numpy (the independent reference of the forward pass) ---------------------------------------
 HF_HUB_VERSION=2.4.0
 SCHEMATHESIS_VERSION=4.32.5
+NUMPY_VERSION=2.3.5
 PY_ENV="$TARGET_DIR/python-hub-client"
 if ! "$PY_ENV/bin/python" -c "
 import importlib.metadata as m
 assert m.version('huggingface_hub') == '$HF_HUB_VERSION'
-assert m.version('schemathesis') == '$SCHEMATHESIS_VERSION'" 2>/dev/null; then
-  step "installing huggingface_hub $HF_HUB_VERSION and schemathesis $SCHEMATHESIS_VERSION"
+assert m.version('schemathesis') == '$SCHEMATHESIS_VERSION'
+assert m.version('numpy') == '$NUMPY_VERSION'" 2>/dev/null; then
+  step "installing huggingface_hub $HF_HUB_VERSION, schemathesis $SCHEMATHESIS_VERSION, numpy $NUMPY_VERSION"
   rm -rf "$PY_ENV"
   python3 -m venv "$PY_ENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$PY_ENV"; }
   "$PY_ENV/bin/pip" install -q --disable-pip-version-check \
-    "huggingface_hub==$HF_HUB_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
+    "huggingface_hub==$HF_HUB_VERSION" "schemathesis==$SCHEMATHESIS_VERSION" "numpy==$NUMPY_VERSION"
 fi
 export MILLM_TEST_PYTHON="$PY_ENV/bin/python"
 

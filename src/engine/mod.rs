@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod estimate;
+pub mod infer;
 pub mod inspect;
 pub mod loader;
 pub mod runtime;

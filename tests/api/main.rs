@@ -6,6 +6,7 @@ mod access;
 mod downloads;
 mod errors;
 mod events;
+mod inference;
 mod limits;
 mod list;
 mod load;

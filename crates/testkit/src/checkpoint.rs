@@ -12,6 +12,18 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde_json::json;
 
+/// Which Hugging Face architecture a checkpoint follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `LlamaForCausalLM`: no biases, separate `lm_head`.
+    Llama,
+    /// `Qwen2ForCausalLM`: biases on the q/k/v projections.
+    Qwen2,
+    /// `Qwen3ForCausalLM`: `q_norm`/`k_norm` per head, an explicit `head_dim` that differs from
+    /// hidden/heads, and tied embeddings (no `lm_head`).
+    Qwen3,
+}
+
 /// How the weights are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightDtype {
@@ -114,18 +126,42 @@ impl TinyLlama {
         self.hidden / self.heads
     }
 
+    /// The head width of `arch`: Qwen3 checkpoints state one that is not hidden/heads.
+    fn head_dim_of(&self, arch: Arch) -> usize {
+        match arch {
+            Arch::Qwen3 => self.head_dim() * 2,
+            Arch::Llama | Arch::Qwen2 => self.head_dim(),
+        }
+    }
+
     /// Tensor names and shapes, in a stable order.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.tensor_shapes_of(Arch::Llama)
+    }
+
+    /// Tensor names and shapes of `arch`, in a stable order.
+    pub fn tensor_shapes_of(&self, arch: Arch) -> Vec<(String, Vec<usize>)> {
         let h = self.hidden;
-        let kv = self.kv_heads * self.head_dim();
+        let hd = self.head_dim_of(arch);
+        let q = self.heads * hd;
+        let kv = self.kv_heads * hd;
         let mut out = vec![("model.embed_tokens.weight".to_string(), vec![self.vocab, h])];
         for l in 0..self.layers {
             let p = format!("model.layers.{l}");
             out.push((format!("{p}.input_layernorm.weight"), vec![h]));
-            out.push((format!("{p}.self_attn.q_proj.weight"), vec![h, h]));
+            out.push((format!("{p}.self_attn.q_proj.weight"), vec![q, h]));
             out.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
             out.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
-            out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, h]));
+            if arch == Arch::Qwen2 {
+                out.push((format!("{p}.self_attn.q_proj.bias"), vec![q]));
+                out.push((format!("{p}.self_attn.k_proj.bias"), vec![kv]));
+                out.push((format!("{p}.self_attn.v_proj.bias"), vec![kv]));
+            }
+            if arch == Arch::Qwen3 {
+                out.push((format!("{p}.self_attn.q_norm.weight"), vec![hd]));
+                out.push((format!("{p}.self_attn.k_norm.weight"), vec![hd]));
+            }
+            out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
             out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
             out.push((
                 format!("{p}.mlp.gate_proj.weight"),
@@ -141,12 +177,37 @@ impl TinyLlama {
             ));
         }
         out.push(("model.norm.weight".to_string(), vec![h]));
-        out.push(("lm_head.weight".to_string(), vec![self.vocab, h]));
+        if arch != Arch::Qwen3 {
+            out.push(("lm_head.weight".to_string(), vec![self.vocab, h]));
+        }
         out
     }
 
     /// The `config.json` a transformers Llama would have.
     pub fn config(&self) -> serde_json::Value {
+        self.config_of(Arch::Llama)
+    }
+
+    /// The `config.json` of `arch`.
+    pub fn config_of(&self, arch: Arch) -> serde_json::Value {
+        let mut config = self.llama_config();
+        let (architecture, model_type) = match arch {
+            Arch::Llama => return config,
+            Arch::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+            Arch::Qwen3 => ("Qwen3ForCausalLM", "qwen3"),
+        };
+        config["architectures"] = json!([architecture]);
+        config["model_type"] = json!(model_type);
+        config["rope_theta"] = json!(1000000.0);
+        config["rms_norm_eps"] = json!(1e-6);
+        if arch == Arch::Qwen3 {
+            config["head_dim"] = json!(self.head_dim_of(arch));
+            config["tie_word_embeddings"] = json!(true);
+        }
+        config
+    }
+
+    fn llama_config(&self) -> serde_json::Value {
         json!({
             "architectures": ["LlamaForCausalLM"],
             "model_type": "llama",
@@ -170,9 +231,19 @@ impl TinyLlama {
 
     /// Writes the checkpoint into `dir` (created if missing).
     pub fn write(&self, dir: &Path) -> io::Result<WrittenModel> {
+        self.write_inner(dir, Arch::Llama, false)
+    }
+
+    /// Writes a checkpoint of `arch` whose norm weights are random too (around 1), so that a
+    /// numeric reference notices a norm applied wrongly.
+    pub fn write_as(&self, dir: &Path, arch: Arch) -> io::Result<WrittenModel> {
+        self.write_inner(dir, arch, true)
+    }
+
+    fn write_inner(&self, dir: &Path, arch: Arch, random_norms: bool) -> io::Result<WrittenModel> {
         std::fs::create_dir_all(dir)?;
         let mut rng = SmallRng::seed_from_u64(self.seed);
-        let shapes = self.tensor_shapes();
+        let shapes = self.tensor_shapes_of(arch);
         let (dtype, elem) = match self.dtype {
             WeightDtype::F32 => (Dtype::F32, 4),
             WeightDtype::BF16 => (Dtype::BF16, 2),
@@ -195,7 +266,9 @@ impl TinyLlama {
                 let is_norm = name.contains("norm");
                 let mut data = Vec::with_capacity(numel * elem);
                 for _ in 0..numel {
-                    let v: f32 = if is_norm {
+                    let v: f32 = if is_norm && random_norms {
+                        rng.gen_range(0.5f32..1.5)
+                    } else if is_norm {
                         1.0
                     } else {
                         rng.gen_range(-0.05f32..0.05)
@@ -231,7 +304,7 @@ impl TinyLlama {
             files.push((name.to_string(), text.len() as u64));
             Ok(())
         };
-        write_json("config.json", self.config())?;
+        write_json("config.json", self.config_of(arch))?;
         write_json(
             "generation_config.json",
             json!({"bos_token_id": 1, "eos_token_id": 2, "transformers_version": "4.46.0"}),

@@ -6,5 +6,5 @@ pub mod checkpoint;
 pub mod fake_hub;
 pub mod tokenizer;
 
-pub use checkpoint::{TinyLlama, WeightDtype, WrittenModel};
+pub use checkpoint::{Arch, TinyLlama, WeightDtype, WrittenModel};
 pub use fake_hub::{FakeHub, FakeRepo, HubStats};

@@ -1,0 +1,340 @@
+//! The forward pass of the Llama family over the weights already loaded: no second copy of the
+//! large tensors, no re-read of the files. Linear layers run as candle's `QMatMul` straight on
+//! the loaded `QTensor`s, or as a matmul with the dense f32/f16/bf16 weight; activations are
+//! f32. Grouped-query attention, RoPE in the Hugging Face half-split layout, optional q/k/v
+//! biases (Qwen2) and per-head q/k norms (Qwen3), tied embeddings, a KV cache per request.
+//! The layout follows transformers' `modeling_llama.py`; the code is ours because it takes
+//! the in-memory weights.
+
+use std::collections::HashMap;
+
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use super::config::LlamaConfig;
+use crate::engine::loader::{LoadedModel, Weight};
+use crate::engine::EngineError;
+
+fn bad(e: impl std::fmt::Display) -> EngineError {
+    EngineError::BadCheckpoint(e.to_string())
+}
+
+/// A candle error in the forward pass.
+fn fail(e: candle_core::Error) -> EngineError {
+    EngineError::BadCheckpoint(format!("the forward pass failed: {e}"))
+}
+
+/// A linear layer over a loaded weight, with its bias (as f32).
+struct Linear {
+    weight: LinearWeight,
+    bias: Option<Tensor>,
+}
+
+enum LinearWeight {
+    Quantized(QMatMul),
+    /// `[out, in]` in its loaded dtype.
+    Dense(Tensor),
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = match &self.weight {
+            LinearWeight::Quantized(m) => m.forward(x)?,
+            LinearWeight::Dense(w) => {
+                let xd = x.to_dtype(w.dtype())?;
+                xd.broadcast_matmul(&w.t()?)?.to_dtype(DType::F32)?
+            }
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+struct Block {
+    attn_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    mlp_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// The keys and values seen so far by one generation.
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Positions already in the cache.
+    pub len: usize,
+}
+
+/// A Llama-family model built over a [`LoadedModel`].
+pub struct Llama {
+    cfg: LlamaConfig,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Linear,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+    eps: f64,
+}
+
+/// Takes the loaded weights by name.
+struct Weights<'a>(&'a HashMap<String, Weight>);
+
+impl Weights<'_> {
+    fn get(&self, name: &str) -> Result<&Weight, EngineError> {
+        self.0
+            .get(name)
+            .ok_or_else(|| bad(format!("the checkpoint has no tensor '{name}'")))
+    }
+
+    /// A small tensor (norm, bias) as f32.
+    fn f32(&self, name: &str) -> Result<Tensor, EngineError> {
+        match self.get(name)? {
+            Weight::Dense(t) => t.to_dtype(DType::F32).map_err(fail),
+            Weight::Quantized(q) => q.dequantize(&q.device()).map_err(fail),
+        }
+    }
+
+    fn optional_f32(&self, name: &str) -> Result<Option<Tensor>, EngineError> {
+        if self.0.contains_key(name) {
+            self.f32(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn linear(&self, prefix: &str) -> Result<Linear, EngineError> {
+        let weight = match self.get(&format!("{prefix}.weight"))? {
+            Weight::Quantized(q) => {
+                LinearWeight::Quantized(QMatMul::from_arc(q.clone()).map_err(fail)?)
+            }
+            Weight::Dense(t) => LinearWeight::Dense(t.clone()),
+        };
+        Ok(Linear {
+            weight,
+            bias: self.optional_f32(&format!("{prefix}.bias"))?,
+        })
+    }
+}
+
+impl Llama {
+    /// Builds the model over `model`'s weights; `max_positions` sizes the rotary tables.
+    pub fn new(
+        model: &LoadedModel,
+        cfg: &LlamaConfig,
+        max_positions: usize,
+    ) -> Result<Self, EngineError> {
+        let w = Weights(&model.weights);
+        let embed = match w.get("model.embed_tokens.weight")? {
+            Weight::Dense(t) => t.clone(),
+            Weight::Quantized(q) => q.dequantize(&model.device).map_err(fail)?,
+        };
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            blocks.push(Block {
+                attn_norm: w.f32(&format!("{p}.input_layernorm.weight"))?,
+                q: w.linear(&format!("{p}.self_attn.q_proj"))?,
+                k: w.linear(&format!("{p}.self_attn.k_proj"))?,
+                v: w.linear(&format!("{p}.self_attn.v_proj"))?,
+                o: w.linear(&format!("{p}.self_attn.o_proj"))?,
+                q_norm: w.optional_f32(&format!("{p}.self_attn.q_norm.weight"))?,
+                k_norm: w.optional_f32(&format!("{p}.self_attn.k_norm.weight"))?,
+                mlp_norm: w.f32(&format!("{p}.post_attention_layernorm.weight"))?,
+                gate: w.linear(&format!("{p}.mlp.gate_proj"))?,
+                up: w.linear(&format!("{p}.mlp.up_proj"))?,
+                down: w.linear(&format!("{p}.mlp.down_proj"))?,
+            });
+        }
+        let lm_head = if cfg.tie_word_embeddings || !model.weights.contains_key("lm_head.weight") {
+            Linear {
+                weight: LinearWeight::Dense(embed.clone()),
+                bias: None,
+            }
+        } else {
+            w.linear("lm_head")?
+        };
+        let inv: Vec<f32> = cfg.inv_freq().into_iter().map(|f| f as f32).collect();
+        let half = inv.len();
+        let positions = max_positions.max(1);
+        let mut angles = Vec::with_capacity(positions * half);
+        for p in 0..positions {
+            angles.extend(inv.iter().map(|f| p as f32 * f));
+        }
+        let angles = Tensor::from_vec(angles, (positions, half), &model.device).map_err(fail)?;
+        Ok(Llama {
+            cfg: cfg.clone(),
+            embed,
+            blocks,
+            norm: w.f32("model.norm.weight")?,
+            lm_head,
+            cos: angles.cos().map_err(fail)?,
+            sin: angles.sin().map_err(fail)?,
+            device: model.device.clone(),
+            eps: cfg.rms_norm_eps,
+        })
+    }
+
+    /// The largest context the rotary tables cover.
+    pub fn max_positions(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// An empty cache for one generation.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: (0..self.blocks.len()).map(|_| None).collect(),
+            len: 0,
+        }
+    }
+
+    /// Runs `tokens` after what `cache` holds and returns the final hidden states
+    /// `[tokens, hidden]` (after the last norm), f32.
+    pub fn hidden(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor, EngineError> {
+        self.hidden_inner(tokens, cache).map_err(fail)
+    }
+
+    /// Runs `tokens` after what `cache` holds; the logits of the last position, f32 `[vocab]`.
+    pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor, EngineError> {
+        let h = self.hidden(tokens, cache)?;
+        let last = h.narrow(0, tokens.len() - 1, 1).map_err(fail)?;
+        self.logits(&last)?.squeeze(0).map_err(fail)
+    }
+
+    /// The logits of every position of `hidden` (`[n, hidden]` → `[n, vocab]`).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, EngineError> {
+        self.lm_head.forward(hidden).map_err(fail)
+    }
+
+    fn hidden_inner(&self, tokens: &[u32], cache: &mut KvCache) -> candle_core::Result<Tensor> {
+        let t = tokens.len();
+        if t == 0 {
+            candle_core::bail!("no tokens to run");
+        }
+        let start = cache.len;
+        if start + t > self.max_positions() {
+            candle_core::bail!(
+                "{} positions exceed the context of {}",
+                start + t,
+                self.max_positions()
+            );
+        }
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self
+            .embed
+            .index_select(&ids, 0)?
+            .to_dtype(DType::F32)?
+            .unsqueeze(0)?;
+        let cos = self.cos.narrow(0, start, t)?;
+        let sin = self.sin.narrow(0, start, t)?;
+        let mask = causal_mask(t, start, &self.device)?;
+        for (block, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let residual = x.clone();
+            let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.eps as f32)?;
+            let h = self.attention(block, &h, &cos, &sin, mask.as_ref(), slot)?;
+            x = (residual + h)?;
+            let residual = x.clone();
+            let h = candle_nn::ops::rms_norm(&x, &block.mlp_norm, self.eps as f32)?;
+            let gate = candle_nn::ops::silu(&block.gate.forward(&h)?)?;
+            let h = block.down.forward(&(gate * block.up.forward(&h)?)?)?;
+            x = (residual + h)?;
+        }
+        cache.len = start + t;
+        candle_nn::ops::rms_norm(&x, &self.norm, self.eps as f32)?.squeeze(0)
+    }
+
+    fn attention(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        slot: &mut Option<(Tensor, Tensor)>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
+        let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
+            y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let mut q = heads(block.q.forward(x)?, nh)?;
+        let mut k = heads(block.k.forward(x)?, nkv)?;
+        let v = heads(block.v.forward(x)?, nkv)?;
+        if let Some(w) = &block.q_norm {
+            q = candle_nn::ops::rms_norm(&q, w, self.eps as f32)?;
+        }
+        if let Some(w) = &block.k_norm {
+            k = candle_nn::ops::rms_norm(&k, w, self.eps as f32)?;
+        }
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let (k, v) = match slot.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        *slot = Some((k.clone(), v.clone()));
+        let k = repeat_kv(&k, nh / nkv)?;
+        let v = repeat_kv(&v, nh / nkv)?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let y = probs.matmul(&v.contiguous()?)?;
+        let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        block.o.forward(&y)
+    }
+}
+
+/// `[t, start + t]`: 0 where a position may attend, −∞ after it; none for one token.
+fn causal_mask(t: usize, start: usize, device: &Device) -> candle_core::Result<Option<Tensor>> {
+    if t == 1 {
+        return Ok(None);
+    }
+    let total = start + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > start + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(mask, (t, total), device).map(Some)
+}
+
+/// Each key/value head repeated for the query heads that share it (grouped-query attention).
+fn repeat_kv(x: &Tensor, n: usize) -> candle_core::Result<Tensor> {
+    if n == 1 {
+        return Ok(x.clone());
+    }
+    let (b, nkv, t, hd) = x.dims4()?;
+    x.unsqueeze(2)?
+        .expand((b, nkv, n, t, hd))?
+        .reshape((b, nkv * n, t, hd))
+}
+
+/// The index of the largest value of a `[vocab]` f32 tensor.
+pub fn argmax(logits: &Tensor) -> Result<u32, EngineError> {
+    logits
+        .argmax(D::Minus1)
+        .and_then(|t| t.to_scalar::<u32>())
+        .map_err(fail)
+}
