@@ -403,6 +403,19 @@ async function run(uiBase) {
     await page.getByTestId("models-count").filter({ hasText: /^\d+ models?$/ }).waitFor();
   });
 
+  await step("retry-sends-the-token-typed-on-the-card", async () => {
+    // The fake Hub, like the real one, refuses a token it does not know: the token reached it.
+    await card(SLOW).getByLabel("Hub token (optional)").fill("hf_not_a_real_token");
+    await card(SLOW).getByRole("button", { name: "Retry", exact: true }).click();
+    await card(SLOW).getByTestId("model-error").filter({ hasText: /rejected the access token/i }).waitFor({ timeout: 30000 });
+    // With a token it accepts, the download resumes.
+    await card(SLOW).getByLabel("Hub token (optional)").fill("hf_fake_good_token");
+    await card(SLOW).getByRole("button", { name: "Retry", exact: true }).click();
+    await waitStatus(SLOW, "downloading", 30000);
+    await card(SLOW).getByRole("button", { name: "Cancel", exact: true }).click();
+    await waitStatus(SLOW, "error", 30000);
+  });
+
   await step("gated-without-token-shows-toast", async () => {
     await page.locator('[data-testid="toast"] button').evaluateAll((buttons) => buttons.forEach((b) => b.click()));
     const form = await fillRepo(GATED);
