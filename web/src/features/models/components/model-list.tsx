@@ -12,7 +12,10 @@ import { ModelCard } from "./model-card";
 /** Typing pauses this long before the search is sent. */
 const SEARCH_DELAY_MS = 250;
 
-const STATUS_OPTIONS = [{ value: "", label: "All statuses" }, ...MODEL_STATUSES.map((s) => ({ value: s, label: s }))];
+const STATUS_OPTIONS = [
+  { value: "", label: "All statuses" },
+  ...MODEL_STATUSES.map((s) => ({ value: s, label: s.charAt(0).toUpperCase() + s.slice(1) })),
+];
 
 export interface ModelListProps {
   /** Free memory of the load device now (MiB), for each card's fit. */
