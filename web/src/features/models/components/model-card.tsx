@@ -31,7 +31,7 @@ const STATUS_TONE: Record<ModelStatus, BadgeTone> = {
  * wire (`revision` is set when the download starts, `disk_size_mb` is the
  * expected size), so a Hub model in `error` offers Load only when the server
  * names its folder in `local_path`; otherwise it offers Retry, which resumes the
- * download (and finishes at once when every file is already on disk).
+ * download and skips the files already on disk.
  */
 export function allowedActions(model: Pick<ModelResponse, "status" | "source" | "local_path">) {
   const s = model.status;
