@@ -133,6 +133,25 @@ pub struct Settings {
     )]
     pub graceful_unload_timeout: u64,
 
+    /// The most tokens a prompt and its answer may take together on `/v1` (the model's own
+    /// context is used when smaller); the memory estimate counts the KV cache for it.
+    #[arg(
+        long = "max-context-tokens",
+        env = "MAX_CONTEXT_TOKENS",
+        value_name = "MAX_CONTEXT_TOKENS",
+        default_value_t = 4096
+    )]
+    pub max_context_tokens: usize,
+
+    /// Generation requests that may wait for the model while one runs; more get 429.
+    #[arg(
+        long = "max-queued-requests",
+        env = "MAX_QUEUED_REQUESTS",
+        value_name = "MAX_QUEUED_REQUESTS",
+        default_value_t = 16
+    )]
+    pub max_queued_requests: usize,
+
     /// A model (id, name or repo id) to load at start-up.
     #[arg(
         long = "auto-load-model",
@@ -250,6 +269,8 @@ impl fmt::Debug for Settings {
             .field("log_format", &self.log_format)
             .field("cors_origins", &self.cors_origins)
             .field("graceful_unload_timeout", &self.graceful_unload_timeout)
+            .field("max_context_tokens", &self.max_context_tokens)
+            .field("max_queued_requests", &self.max_queued_requests)
             .field("auto_load_model", &self.auto_load_model)
             .field("api_key", &self.api_key)
             .field("allow_no_auth", &self.allow_no_auth)
@@ -295,6 +316,8 @@ impl Settings {
             log_format: LogFormat::Console,
             cors_origins: None,
             graceful_unload_timeout: 30,
+            max_context_tokens: 4096,
+            max_queued_requests: 16,
             auto_load_model: None,
             api_key: None,
             allow_no_auth: false,
@@ -356,6 +379,9 @@ impl Settings {
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(bad("MILLM_DATA_DIR", "must not be empty"));
+        }
+        if self.max_context_tokens == 0 {
+            return Err(bad("MAX_CONTEXT_TOKENS", "must be at least 1"));
         }
         if let Some(url) = &self.database_url {
             let url = url.expose();

@@ -7,6 +7,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod metrics;
 pub mod models;
+pub mod openai;
 pub mod schema;
 pub mod security;
 
@@ -83,6 +84,7 @@ pub fn router() -> Router<AppState> {
     let (api, doc) = routes();
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .merge(metrics::router())
+        .merge(openai::router())
         .method_not_allowed_fallback(method_not_allowed)
 }
 

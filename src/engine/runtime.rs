@@ -19,8 +19,20 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::infer::TextModel;
 use super::loader::{load_blocking, LoadRequest, LoadedModel};
 use super::EngineError;
+
+/// Where a model's text side comes from: its folder (config, tokenizer, chat template) and
+/// the context the server allows.
+#[derive(Debug, Clone)]
+pub struct TextSource {
+    pub folder: std::path::PathBuf,
+    pub max_context: usize,
+}
+
+/// Whether the loaded model can generate: its text side, or the sentence saying why not.
+pub type TextSupport = Result<Arc<TextModel>, String>;
 
 /// What the engine holds, as views show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,14 +85,20 @@ pub struct LoadTicket {
 
 impl LoadTicket {
     /// Runs the load: the loaded model (if any) is unloaded first, waiting up to
-    /// `unload_timeout` for its leases.
-    pub fn start(mut self, request: LoadRequest, unload_timeout: Duration) -> LoadJob {
+    /// `unload_timeout` for its leases; then the weights, then the text side from `text`.
+    pub fn start(
+        mut self,
+        request: LoadRequest,
+        text: TextSource,
+        unload_timeout: Duration,
+    ) -> LoadJob {
         self.started = true;
         let (updates_tx, updates) = mpsc::unbounded_channel();
         let (done_tx, done) = oneshot::channel();
         let sent = self.tx.send(Command::Run(Op::Load {
             model_id: self.model_id,
             request,
+            text,
             unload_timeout,
             updates: updates_tx,
             done: done_tx,
@@ -111,6 +129,7 @@ struct LeaseCount {
 pub struct Lease {
     model_id: i64,
     model: Arc<LoadedModel>,
+    text: TextSupport,
     revoked: CancellationToken,
     count: Arc<LeaseCount>,
 }
@@ -121,6 +140,10 @@ impl Lease {
     }
     pub fn model(&self) -> &LoadedModel {
         &self.model
+    }
+    /// The text side, or why this model cannot generate.
+    pub fn text(&self) -> Result<&Arc<TextModel>, &str> {
+        self.text.as_ref().map_err(String::as_str)
     }
     /// True once an unload has given up waiting: stop using the model and drop the lease.
     pub fn is_revoked(&self) -> bool {
@@ -234,6 +257,7 @@ enum Op {
     Load {
         model_id: i64,
         request: LoadRequest,
+        text: TextSource,
         unload_timeout: Duration,
         updates: mpsc::UnboundedSender<LoadUpdate>,
         done: oneshot::Sender<Result<LoadedFacts, EngineError>>,
@@ -249,6 +273,7 @@ enum Op {
 struct Slot {
     model_id: i64,
     model: Arc<LoadedModel>,
+    text: TextSupport,
     revoke: CancellationToken,
     leases: Arc<LeaseCount>,
 }
@@ -257,7 +282,7 @@ struct Slot {
 enum OpDone {
     Loaded {
         model_id: i64,
-        result: Result<LoadedModel, EngineError>,
+        result: Result<(LoadedModel, TextSupport), EngineError>,
         done: oneshot::Sender<Result<LoadedFacts, EngineError>>,
     },
     Unloaded,
@@ -341,6 +366,7 @@ impl Actor {
         Some(Lease {
             model_id: s.model_id,
             model: s.model.clone(),
+            text: s.text.clone(),
             revoked: s.revoke.child_token(),
             count: s.leases.clone(),
         })
@@ -372,6 +398,7 @@ impl Actor {
             Op::Load {
                 model_id,
                 request,
+                text,
                 unload_timeout,
                 updates,
                 done,
@@ -395,7 +422,11 @@ impl Actor {
                                     progress: progress_pct,
                                 });
                             };
-                            load_blocking(&request, &cancel, &report)
+                            let model = load_blocking(&request, &cancel, &report)?;
+                            let text = TextModel::build(&model, &text.folder, text.max_context)
+                                .map(Arc::new)
+                                .map_err(|e| e.to_string());
+                            Ok((model, text))
                         })
                         .await
                         .unwrap_or_else(|e| {
@@ -425,7 +456,7 @@ impl Actor {
                 done,
             } => {
                 self.reserved = None;
-                let answer = result.map(|model| {
+                let answer = result.map(|(model, text)| {
                     let facts = LoadedFacts {
                         model_id,
                         num_parameters: model.num_parameters,
@@ -436,6 +467,7 @@ impl Actor {
                     self.slot = Some(Slot {
                         model_id,
                         model: Arc::new(model),
+                        text,
                         revoke: CancellationToken::new(),
                         leases: Arc::new(LeaseCount::default()),
                     });

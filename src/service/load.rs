@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::domain::{mib_ceil, ModelId, ModelStatus};
 use crate::engine::{
     estimate, inspect_folder, EngineError, Lease, LoadJob, LoadRequest, LoadUpdate, LoadedFacts,
-    Unloaded,
+    TextSource, Unloaded,
 };
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::events::{self, Event, JobError, Throttle};
@@ -121,7 +121,11 @@ impl Services {
             quantization: row.quantization,
             gpu,
         };
-        let job = ticket.start(request, self.unload_timeout());
+        let text = TextSource {
+            folder: std::path::PathBuf::from(row.cache_path.as_deref().unwrap_or_default()),
+            max_context: self.inner.settings.max_context_tokens,
+        };
+        let job = ticket.start(request, text, self.unload_timeout());
         let follower = tokio::spawn(self.clone().follow_load(
             row.id,
             row.quantization.as_str(),

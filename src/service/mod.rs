@@ -11,11 +11,13 @@
 
 mod downloads;
 mod health;
+mod inference;
 mod load;
 mod models;
 mod preview;
 
 pub use downloads::{as_caller, DownloadOrder, CANCELLED_MESSAGE};
+pub use inference::Answerer;
 pub use models::{Deleted, MAX_NAME_CHARS};
 pub use preview::{Preview, PreviewSize};
 

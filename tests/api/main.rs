@@ -12,6 +12,7 @@ mod list;
 mod load;
 mod local_models;
 mod metrics;
+mod openai;
 mod openapi;
 mod paging;
 mod pgproxy;
