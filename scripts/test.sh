@@ -46,22 +46,24 @@ if [ -z "${MILLM_TEST_POSTGRES_URL:-}" ]; then
   export MILLM_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 fi
 
-# --- Python tools: the Hub client (cache interop test), schemathesis (the API document) and
-# numpy (the independent reference of the forward pass) ---------------------------------------
+# --- Python tools: the Hub client (cache interop test), schemathesis (the API document), numpy
+# (the independent reference of the forward pass) and OpenAI's client (/v1) --------------------
 HF_HUB_VERSION=2.4.0
 SCHEMATHESIS_VERSION=4.32.5
 NUMPY_VERSION=2.3.5
+OPENAI_VERSION=3.57.0
 PY_ENV="$TARGET_DIR/python-hub-client"
 if ! "$PY_ENV/bin/python" -c "
 import importlib.metadata as m
 assert m.version('huggingface_hub') == '$HF_HUB_VERSION'
 assert m.version('schemathesis') == '$SCHEMATHESIS_VERSION'
-assert m.version('numpy') == '$NUMPY_VERSION'" 2>/dev/null; then
-  step "installing huggingface_hub $HF_HUB_VERSION, schemathesis $SCHEMATHESIS_VERSION, numpy $NUMPY_VERSION"
+assert m.version('numpy') == '$NUMPY_VERSION'
+assert m.version('openai') == '$OPENAI_VERSION'" 2>/dev/null; then
+  step "installing huggingface_hub $HF_HUB_VERSION, schemathesis $SCHEMATHESIS_VERSION, numpy $NUMPY_VERSION, openai $OPENAI_VERSION"
   rm -rf "$PY_ENV"
   python3 -m venv "$PY_ENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$PY_ENV"; }
   "$PY_ENV/bin/pip" install -q --disable-pip-version-check \
-    "huggingface_hub==$HF_HUB_VERSION" "schemathesis==$SCHEMATHESIS_VERSION" "numpy==$NUMPY_VERSION"
+    "huggingface_hub==$HF_HUB_VERSION" "schemathesis==$SCHEMATHESIS_VERSION" "numpy==$NUMPY_VERSION" "openai==$OPENAI_VERSION"
 fi
 export MILLM_TEST_PYTHON="$PY_ENV/bin/python"
 

@@ -378,3 +378,46 @@ async fn an_unload_mid_stream_ends_it_with_an_error_then_done_and_a_full_queue_a
     assert_eq!(waiting.await.unwrap().0, 503);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openais_own_python_client_works_unchanged() {
+    let app = spawn_app(Db::Sqlite).await;
+    loaded(&app, "tiny", true).await;
+    let python = std::env::var("MILLM_TEST_PYTHON")
+        .expect("MILLM_TEST_PYTHON is not set: run the tests with `bash scripts/test.sh`");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/openai_client.py"
+    );
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(&app.base)
+        .arg("tiny")
+        .env("OPENAI_API_KEY", "unused")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the openai client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["models"], json!(["tiny"]));
+    let usage = &seen["completion"]["usage"];
+    assert_eq!(
+        usage["total_tokens"],
+        json!(
+            usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+        )
+    );
+    assert_eq!(seen["stream"]["content"], seen["chat"]["content"]);
+    assert_eq!(seen["stream"]["finish"], seen["chat"]["finish"]);
+    assert_eq!(seen["stream"]["usage"], seen["chat"]["usage"]);
+    assert_eq!(
+        seen["not_found"],
+        json!({"status": 404, "code": "model_not_found"})
+    );
+    assert_eq!(seen["bad_request"], json!({"status": 400, "param": "n"}));
+    app.stop().await;
+}
