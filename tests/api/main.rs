@@ -18,4 +18,5 @@ mod paging;
 mod pgproxy;
 mod python;
 mod registry;
+mod smollm;
 mod startup;
