@@ -57,7 +57,7 @@ pub fn ok<T: Serialize>(data: T) -> ApiOk<T> {
         license(name = "MIT")
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorCode)),
-    tags((name = "models", description = "The model registry and lifecycle"), (name = "system", description = "Health"))
+    tags((name = "models", description = "The model registry and lifecycle"), (name = "system", description = "Health"), (name = "v1", description = "The loaded model in OpenAI's wire format; errors in OpenAI's shape"))
 )]
 struct ApiDoc;
 
@@ -68,6 +68,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(models::router())
         .merge(downloads::router())
         .merge(lifecycle::router())
+        .merge(openai::router())
         .split_for_parts();
     utoipa::Modify::modify(&security::AccessControl, &mut doc);
     (router, doc)
@@ -84,7 +85,6 @@ pub fn router() -> Router<AppState> {
     let (api, doc) = routes();
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .merge(metrics::router())
-        .merge(openai::router())
         .method_not_allowed_fallback(method_not_allowed)
 }
 

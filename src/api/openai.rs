@@ -15,12 +15,13 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::app::AppState;
 use crate::engine::infer::{ChatMessage, Finish, Generated, Sampling, TextModel, Waiting};
@@ -28,12 +29,160 @@ use crate::engine::Lease;
 use crate::service::Answerer;
 use crate::store::ModelRecord;
 
-/// The `/v1` routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/models", get(list_models))
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
+/// The `/v1` routes, with their OpenAPI document.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_models))
+        .routes(routes!(chat))
+        .routes(routes!(completions))
+}
+
+/// The `error` of a `/v1` error answer, as OpenAI writes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `rate_limit_error` or `server_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub param: Option<String>,
+    /// `model_not_found`, `model_not_loaded`, `model_loading`, `model_cannot_generate`,
+    /// `context_length_exceeded`, `queue_full`, or null.
+    pub code: Option<String>,
+}
+
+/// A `/v1` error answer: OpenAI's shape, not the envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiError {
+    pub error: OpenAiErrorDetail,
+}
+
+/// One model of `GET /v1/models`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiModel {
+    /// The model's name (its id and repo id name it too).
+    pub id: String,
+    /// Always `model`.
+    pub object: String,
+    /// Unix seconds of its registration.
+    pub created: u64,
+    /// Always `millm`.
+    pub owned_by: String,
+}
+
+/// `GET /v1/models`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiModelList {
+    /// Always `list`.
+    pub object: String,
+    pub data: Vec<OpenAiModel>,
+}
+
+/// A text part of a message's content.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct TextPart {
+    #[schema(pattern = "^text$")]
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: String,
+}
+
+/// A message's content: a string, or text parts.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<TextPart>),
+}
+
+/// The roles a chat template knows (`developer` is read as `system`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Developer,
+}
+
+/// `prompt`: a string, or a list of one string.
+fn prompt_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    let text = || ObjectBuilder::new().schema_type(Type::String);
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(text())
+            .item(
+                ArrayBuilder::new()
+                    .items(text())
+                    .min_items(Some(1))
+                    .max_items(Some(1)),
+            )
+            .build(),
+    )
+}
+
+/// `usage`: the tokens of the prompt and of the answer, exactly.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// The assistant's message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssistantMessage {
+    /// Always `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+/// One choice of a chat completion.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatChoice {
+    pub index: u32,
+    pub message: AssistantMessage,
+    /// Always null.
+    pub logprobs: Option<()>,
+    /// `stop` or `length`.
+    pub finish_reason: String,
+}
+
+/// A chat completion (`object: chat.completion`); streamed, the same answer arrives as
+/// `chat.completion.chunk` events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+    pub system_fingerprint: Option<String>,
+}
+
+/// One choice of a text completion.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TextChoice {
+    pub index: u32,
+    pub text: String,
+    pub logprobs: Option<()>,
+    pub finish_reason: String,
+}
+
+/// A text completion (`object: text_completion`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TextCompletion {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<TextChoice>,
+    pub usage: Usage,
+    pub system_fingerprint: Option<String>,
 }
 
 /// An error in OpenAI's shape.
@@ -126,6 +275,9 @@ fn created_of(row: &ModelRecord) -> u64 {
         .unwrap_or(0)
 }
 
+/// The models that can answer now.
+#[utoipa::path(get, path = "/v1/models", tag = "v1", operation_id = "v1_list_models",
+    responses((status = 200, description = "The models that can answer now", body = OpenAiModelList)))]
 async fn list_models(State(state): State<AppState>) -> OaiResult<Json<Value>> {
     let rows = state.services.answering_models().await?;
     let data: Vec<Value> = rows
@@ -135,57 +287,85 @@ async fn list_models(State(state): State<AppState>) -> OaiResult<Json<Value>> {
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
-/// `stop`: a string or a list of strings.
-#[derive(Debug, Deserialize)]
+/// `stop`: a string or a list of strings; the answer ends before the first.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum Stop {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `stream_options`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 struct StreamOptions {
+    /// A last chunk with `usage` (and `usage: null` on every chunk before it).
     #[serde(default)]
     include_usage: bool,
 }
 
 /// What chat and completion requests share.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct Common {
+    /// A model's name, id or repo id.
     model: String,
+    /// Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`.
     #[serde(default)]
     stream: bool,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    /// Most new tokens; default: the rest of the context.
+    #[schema(minimum = 1, maximum = 2147483647)]
     max_tokens: Option<i64>,
+    /// The same as `max_tokens` (wins when both are given).
+    #[schema(minimum = 1, maximum = 2147483647)]
     max_completion_tokens: Option<i64>,
+    /// 0 = greedy; default 1.
+    #[schema(minimum = 0, maximum = 2)]
     temperature: Option<f32>,
+    /// Nucleus sampling; default 1.
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     top_p: Option<f32>,
+    /// The same seed gives the same answer.
+    #[schema(minimum = 0, maximum = 18446744073709551615_u64)]
     seed: Option<u64>,
     stop: Option<Stop>,
+    /// Only 1.
+    #[schema(minimum = 1, maximum = 1)]
     n: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/chat/completions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ChatCompletionRequest)]
 struct ChatRequest {
     #[serde(flatten)]
     common: Common,
+    #[schema(min_items = 1)]
     messages: Vec<InMessage>,
+    /// Not supported: absent, null or empty.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>, max_items = 0)]
     tools: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One message of a chat.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ChatMessage)]
 struct InMessage {
+    #[schema(value_type = Role)]
     role: String,
     #[serde(default)]
+    #[schema(value_type = Option<MessageContent>)]
     content: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/completions`: as a chat's, with a raw `prompt`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = TextCompletionRequest)]
 struct CompletionRequest {
     #[serde(flatten)]
     common: Common,
+    #[schema(schema_with = prompt_schema)]
     prompt: Value,
 }
 
@@ -380,6 +560,16 @@ struct Job {
     include_usage: bool,
 }
 
+/// A chat, rendered with the model's own chat template.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "v1", operation_id = "v1_chat_completions",
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "The answer; with `stream`, `chat.completion.chunk` events ending in `data: [DONE]`",
+            content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "invalid_request_error: a bad field (`param`), `model_not_loaded`, `model_cannot_generate`, `context_length_exceeded`, or a model without a chat template", body = OpenAiError),
+        (status = 404, description = "`model_not_found`", body = OpenAiError),
+        (status = 429, description = "`queue_full`: too many requests wait for the model (`Retry-After`)", body = OpenAiError),
+        (status = 503, description = "`model_loading` (`Retry-After`), or the model was unloaded while answering", body = OpenAiError)))]
 async fn chat(State(state): State<AppState>, req: Request) -> OaiResult<Response> {
     let req: ChatRequest = body(req).await?;
     let max = check_common(&req.common)?;
@@ -407,6 +597,16 @@ async fn chat(State(state): State<AppState>, req: Request) -> OaiResult<Response
     run(state, Kind::Chat, req.common, max, row, lease, text, prompt).await
 }
 
+/// A completion of a raw prompt.
+#[utoipa::path(post, path = "/v1/completions", tag = "v1", operation_id = "v1_completions",
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "The answer; with `stream`, `text_completion` events ending in `data: [DONE]`",
+            content((TextCompletion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "invalid_request_error: a bad field (`param`), `model_not_loaded`, `model_cannot_generate` or `context_length_exceeded`", body = OpenAiError),
+        (status = 404, description = "`model_not_found`", body = OpenAiError),
+        (status = 429, description = "`queue_full`: too many requests wait for the model (`Retry-After`)", body = OpenAiError),
+        (status = 503, description = "`model_loading` (`Retry-After`), or the model was unloaded while answering", body = OpenAiError)))]
 async fn completions(State(state): State<AppState>, req: Request) -> OaiResult<Response> {
     let req: CompletionRequest = body(req).await?;
     let max = check_common(&req.common)?;

@@ -1,0 +1,107 @@
+//! Generation speed on this machine's CPU: prefill and decode tokens/s and time to the first
+//! token for SmolLM2-135M-Instruct at FP32, FP16, Q8, Q4 and Q2, through the same engine code
+//! the server runs (load, text side, generation loop).
+//!
+//! Run: `cargo bench --bench generate`. The model folder is `MILLM_BENCH_MODEL_DIR`, else it is
+//! made with `tests/fixtures/smollm2_from_gguf.py` by the Python of `MILLM_TEST_PYTHON` (the test
+//! venv of `scripts/test.sh`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use millm::domain::Quantization;
+use millm::engine::infer::{Sampling, TextModel};
+use millm::engine::{inspect_folder, load_blocking, LoadRequest};
+use tokio_util::sync::CancellationToken;
+
+const PROMPT: &str = "The history of the printing press begins in the fifteenth century, when \
+    Johannes Gutenberg combined movable metal type, oil-based ink and a wooden press adapted \
+    from those used for wine. Within a few decades printing spread across Europe, and books, \
+    pamphlets and newspapers became cheap enough for many people to own. Explain why this \
+    mattered for science and education.";
+const DECODE_TOKENS: usize = 64;
+const ROUNDS: usize = 3;
+
+fn model_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("MILLM_BENCH_MODEL_DIR") {
+        return PathBuf::from(dir);
+    }
+    let dir = std::env::temp_dir().join("millm-bench-smollm2");
+    if dir.join("tokenizer_config.json").is_file() {
+        return dir;
+    }
+    let python = std::env::var("MILLM_TEST_PYTHON").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        format!("{target}/python-hub-client/bin/python")
+    });
+    let status = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/smollm2_from_gguf.py"
+        ))
+        .arg(&dir)
+        .status()
+        .expect("python runs (set MILLM_TEST_PYTHON to the test venv's python)");
+    assert!(status.success(), "the fixture script failed");
+    dir
+}
+
+fn main() {
+    let dir = model_dir();
+    let info = inspect_folder(&dir).expect("a model folder");
+    let threads = rayon::current_num_threads();
+    println!("SmolLM2-135M-Instruct on the CPU, {threads} threads; prompt then {DECODE_TOKENS} tokens, best of {ROUNDS}");
+    println!(
+        "{:<6} {:>12} {:>12} {:>10} {:>10}",
+        "quant", "prefill t/s", "decode t/s", "TTFT ms", "weights MB"
+    );
+    for q in Quantization::ALL {
+        let request = LoadRequest {
+            weight_files: info.weight_files.clone(),
+            tensors: info.tensors.clone(),
+            quantization: q,
+            gpu: false,
+        };
+        let loaded = load_blocking(&request, &CancellationToken::new(), &|_, _| {}).unwrap();
+        let text = TextModel::build(&loaded, &dir, 4096).unwrap();
+        let prompt = text.encode(PROMPT, true).unwrap();
+        let (mut best_prefill, mut best_decode, mut best_ttft) = (0.0f64, 0.0f64, f64::MAX);
+        for _ in 0..ROUNDS {
+            // Prefill alone: the prompt and one sampled token.
+            let sampling = Sampling {
+                max_tokens: 1,
+                temperature: 0.0,
+                top_p: 1.0,
+                seed: Some(1),
+                stop: vec![],
+            };
+            let t = Instant::now();
+            text.generate(&prompt, &sampling, &|| false, &mut |_| true)
+                .unwrap();
+            let ttft = t.elapsed().as_secs_f64();
+            // Then the whole answer; decode speed is what the tokens after the first cost.
+            let sampling = Sampling {
+                max_tokens: DECODE_TOKENS,
+                ..sampling
+            };
+            let t = Instant::now();
+            let done = text
+                .generate(&prompt, &sampling, &|| false, &mut |_| true)
+                .unwrap();
+            let total = t.elapsed().as_secs_f64();
+            let decode =
+                (done.completion_tokens.saturating_sub(1)) as f64 / (total - ttft).max(1e-9);
+            best_prefill = best_prefill.max(prompt.len() as f64 / ttft);
+            best_decode = best_decode.max(decode);
+            best_ttft = best_ttft.min(ttft);
+        }
+        println!(
+            "{:<6} {:>12.1} {:>12.1} {:>10.1} {:>10}",
+            q.as_str(),
+            best_prefill,
+            best_decode,
+            best_ttft * 1e3,
+            loaded.footprint_bytes >> 20
+        );
+    }
+}
