@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use millm::domain::Quantization;
-use millm::engine::infer::{Sampling, TextModel};
+use millm::engine::infer::{ChatMessage, Sampling, TextModel};
 use millm::engine::{inspect_folder, load_blocking, LoadRequest};
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +50,7 @@ fn main() {
     let dir = model_dir();
     let info = inspect_folder(&dir).expect("a model folder");
     let threads = rayon::current_num_threads();
-    println!("SmolLM2-135M-Instruct on the CPU, {threads} threads; prompt then {DECODE_TOKENS} tokens, best of {ROUNDS}");
+    println!("SmolLM2-135M-Instruct on the CPU, {threads} threads; a chat prompt, then up to {DECODE_TOKENS} tokens, best of {ROUNDS}");
     println!(
         "{:<6} {:>12} {:>12} {:>10} {:>10}",
         "quant", "prefill t/s", "decode t/s", "TTFT ms", "weights MB"
@@ -64,7 +64,12 @@ fn main() {
         };
         let loaded = load_blocking(&request, &CancellationToken::new(), &|_, _| {}).unwrap();
         let text = TextModel::build(&loaded, &dir, 4096).unwrap();
-        let prompt = text.encode(PROMPT, true).unwrap();
+        let prompt = text
+            .encode_chat(&[ChatMessage {
+                role: "user".into(),
+                content: PROMPT.into(),
+            }])
+            .unwrap();
         let (mut best_prefill, mut best_decode, mut best_ttft) = (0.0f64, 0.0f64, f64::MAX);
         for _ in 0..ROUNDS {
             // Prefill alone: the prompt and one sampled token.

@@ -421,3 +421,44 @@ async fn openais_own_python_client_works_unchanged() {
     assert_eq!(seen["bad_request"], json!({"status": 400, "param": "n"}));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_architecture_that_cannot_generate_still_loads_and_v1_says_why() {
+    let app = spawn_app(Db::Sqlite).await;
+    let model = app.write_model("neox", TinyLlama::default());
+    let path = model.dir.join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["architectures"] = json!(["GPTNeoXForCausalLM"]);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let r = app.add_local(&model.dir, "Q8").await;
+    assert_eq!(r.data()["supports_inference"], false);
+    let id = r.data()["id"].as_i64().unwrap();
+    app.post(&format!("/api/models/{id}/load"), json!({})).await;
+    let row = app.wait_status(id, "loaded", LOAD_WAIT).await;
+    assert_eq!(row["supports_inference"], false);
+    let list = app.http.get(app.url("/v1/models")).send().await.unwrap();
+    assert_eq!(list.json::<Value>().await.unwrap()["data"], json!([]));
+    let (status, body) = v1(
+        &app,
+        "/v1/completions",
+        json!({"model": "neox", "prompt": "Hi", "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "model_cannot_generate");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("GPTNeoXForCausalLM"),
+        "{body}"
+    );
+
+    // A Llama reports that it can.
+    let tiny = app.write_model("llama", TinyLlama::default());
+    assert_eq!(
+        app.add_local(&tiny.dir, "Q8").await.data()["supports_inference"],
+        true
+    );
+    app.stop().await;
+}
