@@ -194,20 +194,39 @@ fn timed(path: &str) -> bool {
     path == "/api" || path.starts_with("/api/") || path.starts_with("/v1/") || path == "/metrics"
 }
 
+/// A refusal in the shape the path's clients read: OpenAI's `{"error": {message, type, param,
+/// code}}` on `/v1`, the envelope everywhere else.
+fn refuse(path: &str, error: AppError) -> Response {
+    if !(path == "/v1" || path.starts_with("/v1/")) {
+        return error.into_response();
+    }
+    let code = match error.code {
+        ErrorCode::Unauthorized => "invalid_api_key".to_string(),
+        other => other.as_str().to_ascii_lowercase(),
+    };
+    let body = serde_json::json!({"error": {
+        "message": error.message,
+        "type": "invalid_request_error",
+        "param": null,
+        "code": code,
+    }});
+    (error.code.status(), axum::Json(body)).into_response()
+}
+
 /// Middleware: refuses what the rules refuse, records the [`Caller`], and bounds the time.
 pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
     let host = request_host(&request);
+    let path = request.uri().path().to_string();
     if let Some(host) = &host {
         if !guard.host_allowed(host_only(host)) {
-            return AppError::forbidden(format!(
+            let error = AppError::forbidden(format!(
                 "This server does not answer to the host name '{}'. Add it to ALLOWED_HOSTS if it is really this server's name.",
                 host_only(host)
             ))
-            .with_detail("host", host_only(host))
-            .into_response();
+            .with_detail("host", host_only(host));
+            return refuse(&path, error);
         }
     }
-    let path = request.uri().path().to_string();
     let changes_state = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
@@ -219,11 +238,11 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
             .map(|o| o.to_str().unwrap_or("").to_string())
         {
             if !guard.origin_allowed(&origin, host.as_deref()) {
-                return AppError::forbidden(format!(
+                let error = AppError::forbidden(format!(
                     "Requests from the web page at '{origin}' may not change anything here. Add the origin to CORS_ORIGINS if it is yours."
                 ))
-                .with_detail("origin", origin)
-                .into_response();
+                .with_detail("origin", origin);
+                return refuse(&path, error);
             }
         }
     }
@@ -232,7 +251,7 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
         None => false,
     };
     if guard.key.is_some() && !authenticated && needs_key(&path) {
-        let mut response = AppError::unauthorized().into_response();
+        let mut response = refuse(&path, AppError::unauthorized());
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"millm\""),
@@ -255,14 +274,14 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
     match tokio::time::timeout(guard.request_timeout, run).await {
         Ok(response) => response,
         Err(_) => {
-            let mut response = AppError::new(
+            let error = AppError::new(
                 ErrorCode::RequestTimeout,
                 format!(
                     "The request took longer than {} s (REQUEST_TIMEOUT) and was stopped.",
                     guard.request_timeout.as_secs()
                 ),
-            )
-            .into_response();
+            );
+            let mut response = refuse(&path, error);
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

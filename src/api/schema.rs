@@ -68,6 +68,10 @@ pub struct ModelResponse {
     pub downloaded_bytes: Option<i64>,
     pub total_bytes: Option<i64>,
     pub speed_bps: Option<i64>,
+    /// True while a download waits for a slot (`MAX_CONCURRENT_DOWNLOADS` are running); it
+    /// starts by itself when one ends.
+    #[serde(default)]
+    pub queued: bool,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
     pub loaded_at: Option<String>,
@@ -132,7 +136,10 @@ pub struct HubModelRequest {
     #[schema(pattern = r"^\s*[!-~]*\s*$", max_length = 1024)]
     pub hf_token: Option<String>,
     /// At most 100 characters.
-    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$", max_length = 100)]
+    #[schema(
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$",
+        max_length = 100
+    )]
     pub custom_name: Option<String>,
 }
 
@@ -150,7 +157,10 @@ pub struct LocalModelRequest {
     /// Default `Q4`.
     pub quantization: Option<Quantization>,
     /// At most 100 characters.
-    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$", max_length = 100)]
+    #[schema(
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$",
+        max_length = 100
+    )]
     pub custom_name: Option<String>,
 }
 
@@ -273,6 +283,7 @@ impl From<ModelView> for ModelResponse {
         let ModelView {
             record: r,
             download,
+            queued,
             loaded,
         } = view;
         ModelResponse {
@@ -293,6 +304,7 @@ impl From<ModelView> for ModelResponse {
             downloaded_bytes: download.map(|p| p.downloaded_bytes as i64),
             total_bytes: download.map(|p| p.total_bytes as i64),
             speed_bps: download.map(|p| p.speed_bps as i64),
+            queued,
             created_at: Some(r.created_at),
             updated_at: Some(r.updated_at),
             loaded_at: r.loaded_at,

@@ -36,19 +36,29 @@ impl Modify for AccessControl {
             SecurityRequirement::default(),
             SecurityRequirement::new(SCHEME, Vec::<String>::new()),
         ]);
-        let error = |description: &str| -> RefOr<Response> {
+        // `/v1` answers in OpenAI's error shape, the rest in the envelope.
+        let openai_schema = components
+            .schemas
+            .contains_key("OpenAiError")
+            .then_some("OpenAiError");
+        let response = |schema: &str, description: &str| -> RefOr<Response> {
             ResponseBuilder::new()
                 .description(description)
                 .content(
                     "application/json",
                     ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name(error_schema)))
+                        .schema(Some(Ref::from_schema_name(schema)))
                         .build(),
                 )
                 .build()
                 .into()
         };
         for (path, item) in doc.paths.paths.iter_mut() {
+            let schema = match openai_schema {
+                Some(openai) if path.starts_with("/v1/") => openai,
+                _ => error_schema,
+            };
+            let error = |description: &str| response(schema, description);
             let operations = [
                 &mut item.get,
                 &mut item.put,

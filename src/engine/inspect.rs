@@ -15,6 +15,34 @@ use crate::store::StoredFile;
 
 /// Largest header we accept (the safetensors crate's own limit).
 const MAX_HEADER: u64 = 100_000_000;
+/// Largest `config.json` read (real ones are a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Largest `model.safetensors.index.json` read (the largest models' are well under 1 MiB).
+pub const MAX_INDEX_BYTES: u64 = 16 << 20;
+
+/// Reads a small JSON file of a checkpoint: a regular file (following links, as the Hub cache's
+/// snapshots are links), at most `limit` bytes, so a FIFO, a device or a huge file named
+/// `config.json` cannot stall or exhaust the server.
+fn read_small(path: &Path, limit: u64) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot be read ({e})"))?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() > limit {
+        return Err(format!(
+            "is {} bytes, over the limit of {limit}",
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_string(&mut text))
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    if text.len() as u64 > limit {
+        return Err(format!("is over the limit of {limit} bytes"));
+    }
+    Ok(text)
+}
 
 /// Files besides the weights that loading and tokenizing need.
 pub const SIDE_FILES: &[&str] = &[
@@ -157,8 +185,8 @@ pub fn inspect_folder(folder: &Path) -> Result<CheckpointInfo, EngineError> {
     if !config_path.is_file() {
         return Err(invalid("it has no config.json".into()));
     }
-    let config_text = std::fs::read_to_string(&config_path)
-        .map_err(|e| invalid(format!("config.json cannot be read ({e})")))?;
+    let config_text = read_small(&config_path, MAX_CONFIG_BYTES)
+        .map_err(|why| invalid(format!("config.json {why}")))?;
     let config: Value = serde_json::from_str(&config_text)
         .map_err(|e| invalid(format!("config.json is not valid JSON ({e})")))?;
     if !config.is_object() {
@@ -169,8 +197,8 @@ pub fn inspect_folder(folder: &Path) -> Result<CheckpointInfo, EngineError> {
     let mut weight_names: Vec<String> = Vec::new();
     let mut index_map: Option<serde_json::Map<String, Value>> = None;
     if index_path.is_file() {
-        let text = std::fs::read_to_string(&index_path)
-            .map_err(|e| invalid(format!("model.safetensors.index.json cannot be read ({e})")))?;
+        let text = read_small(&index_path, MAX_INDEX_BYTES)
+            .map_err(|why| invalid(format!("model.safetensors.index.json {why}")))?;
         let index: Value = serde_json::from_str(&text).map_err(|e| {
             invalid(format!(
                 "model.safetensors.index.json is not valid JSON ({e})"
@@ -217,9 +245,15 @@ pub fn inspect_folder(folder: &Path) -> Result<CheckpointInfo, EngineError> {
     let mut files = Vec::new();
     for name in &weight_names {
         let path = folder.join(name);
-        let size = std::fs::metadata(&path)
-            .map_err(|_| invalid(format!("the weights file '{name}' is missing")))?
-            .len();
+        let meta = std::fs::metadata(&path)
+            .map_err(|_| invalid(format!("the weights file '{name}' is missing")))?;
+        // Opening a FIFO or a device named by an index would block or read without end.
+        if !meta.is_file() {
+            return Err(invalid(format!(
+                "the weights file '{name}' is not a regular file"
+            )));
+        }
+        let size = meta.len();
         let mut shard_tensors = read_header(&path)
             .map_err(|reason| invalid(format!("'{name}' is corrupt: {reason}")))?;
         if let Some(map) = &index_map {

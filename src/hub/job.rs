@@ -134,11 +134,12 @@ impl Hub {
     }
 
     /// `INSUFFICIENT_DISK` unless the cache has room for the files of `model` that its snapshot
-    /// does not hold yet.
+    /// does not hold yet, besides `reserved` bytes (promised to running downloads, a reserve).
     pub async fn check_space_for(
         &self,
         repo: &RepoId,
         model: &RemoteModel,
+        reserved: u64,
     ) -> Result<(), HubError> {
         let snapshot = RepoCache::new(&self.cache_dir, repo).snapshot_dir(&model.commit);
         let files = model.files.clone();
@@ -150,17 +151,19 @@ impl Hub {
                 .sum())
         })
         .await?;
-        self.check_space(required).await
+        self.check_space(required, reserved).await
     }
 
-    /// `INSUFFICIENT_DISK` when the cache's file system has less than `required` bytes free.
-    async fn check_space(&self, required: u64) -> Result<(), HubError> {
+    /// `INSUFFICIENT_DISK` when the cache's file system has less than `required` bytes free
+    /// besides `reserved`.
+    async fn check_space(&self, required: u64, reserved: u64) -> Result<(), HubError> {
         let dir = self.cache_dir.clone();
         let available = blocking(move || {
             std::fs::create_dir_all(&dir)?;
             Ok(fs4::available_space(&dir)?)
         })
         .await?;
+        let available = available.saturating_sub(reserved);
         if required > available {
             return Err(HubError::InsufficientDisk {
                 required,
@@ -254,7 +257,7 @@ impl Hub {
             ErrorContext::new(&spec.repo, &spec.commit, None, token.is_some()),
         );
         let total = plan.total_bytes();
-        self.check_space(downloader.missing_bytes(&plan.files).await?)
+        self.check_space(downloader.missing_bytes(&plan.files).await?, 0)
             .await?;
 
         let stop = cancel.child_token();

@@ -10,12 +10,12 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::FutureExt;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -47,16 +47,54 @@ struct Job {
     cancel: CancellationToken,
     handle: Option<JoinHandle<()>>,
     progress: watch::Receiver<DownloadProgress>,
+    /// True while the job waits for one of the [`Downloads::slots`].
+    queued: Arc<AtomicBool>,
+    /// The download's size as recorded, until the job reports its own figures.
+    expected_bytes: u64,
 }
 
 /// The running downloads by model id.
-#[derive(Default)]
 pub(super) struct Downloads {
     jobs: Mutex<HashMap<i64, Job>>,
     generation: AtomicU64,
+    /// `MAX_CONCURRENT_DOWNLOADS` permits: a job transfers only while it holds one, so extra
+    /// downloads wait (still `downloading`, `queued`) instead of failing or sharing the link.
+    slots: Arc<Semaphore>,
 }
 
 impl Downloads {
+    /// A table that lets `max` downloads transfer at once.
+    pub(super) fn new(max: usize) -> Self {
+        Downloads {
+            jobs: Mutex::default(),
+            generation: AtomicU64::default(),
+            slots: Arc::new(Semaphore::new(max.max(1))),
+        }
+    }
+
+    /// True while the download of `id` waits for a slot.
+    pub(super) fn is_queued(&self, id: i64) -> bool {
+        lock(&self.jobs)
+            .get(&id)
+            .is_some_and(|j| j.queued.load(Ordering::Relaxed))
+    }
+
+    /// What the running downloads still have to write: space already promised, which a new
+    /// download's free-space check must not count as free.
+    fn promised_bytes(&self) -> u64 {
+        lock(&self.jobs)
+            .values()
+            .map(|j| {
+                let p = *j.progress.borrow();
+                if p.total_bytes == 0 {
+                    j.expected_bytes
+                } else {
+                    p.total_bytes.saturating_sub(p.downloaded_bytes)
+                }
+            })
+            .sum()
+    }
+
     /// The live figures of a running download.
     pub(super) fn progress(&self, id: i64) -> Option<DownloadProgress> {
         lock(&self.jobs).get(&id).map(|j| *j.progress.borrow())
@@ -66,8 +104,12 @@ impl Downloads {
         lock(&self.jobs).contains_key(&id)
     }
 
+    /// Downloads transferring now (not those waiting for a slot).
     fn count(&self) -> usize {
-        lock(&self.jobs).len()
+        lock(&self.jobs)
+            .values()
+            .filter(|j| !j.queued.load(Ordering::Relaxed))
+            .count()
     }
 
     fn ids(&self) -> Vec<i64> {
@@ -169,7 +211,10 @@ impl Services {
             // Refused whatever trust_remote_code says: no code from the Hub ever runs here.
             return Err(select::remote_code(&repo.to_string()).into());
         }
-        hub.check_space_for(&repo, &model).await?;
+        // Space the running downloads will still write, and the reserve, are not free.
+        let reserved =
+            self.inner.downloads.promised_bytes() + self.inner.settings.disk_reserve_mb * (1 << 20);
+        hub.check_space_for(&repo, &model, reserved).await?;
         let tensors = model.tensors.clone().unwrap_or_default();
         let est = estimate(&tensors, quantization, self.inner.devices.uses_gpu());
         let new = NewModel {
@@ -309,6 +354,7 @@ impl Services {
         let cancel = self.inner.shutdown.child_token();
         let generation = downloads.generation.fetch_add(1, Ordering::Relaxed);
         let id = row.id;
+        let expected_bytes = row.disk_size_mb.unwrap_or(0).max(0) as u64 * (1 << 20);
         let (progress_tx, progress) = watch::channel(DownloadProgress::default());
         // Inserted under the lock that the job's own removal takes, so the handle is always
         // stored before the job can finish and remove its entry.
@@ -318,8 +364,19 @@ impl Services {
         }
         let services = self.clone();
         let job_cancel = cancel.clone();
+        let queued = Arc::new(AtomicBool::new(true));
+        let job_queued = queued.clone();
+        let slots = downloads.slots.clone();
         let handle = tokio::spawn(async move {
-            services.run_job(row, token, job_cancel, progress_tx).await;
+            // Wait for a slot; a cancel (or shutdown) while waiting ends the job as a cancel.
+            let permit = tokio::select! {
+                permit = slots.acquire_owned() => permit.ok(),
+                _ = job_cancel.cancelled() => None,
+            };
+            if let Some(_permit) = permit {
+                job_queued.store(false, Ordering::Relaxed);
+                services.run_job(row, token, job_cancel, progress_tx).await;
+            }
             let mut jobs = lock(&services.inner.downloads.jobs);
             if jobs.get(&id).is_some_and(|j| j.generation == generation) {
                 jobs.remove(&id);
@@ -332,6 +389,8 @@ impl Services {
                 cancel,
                 handle: Some(handle),
                 progress,
+                queued,
+                expected_bytes,
             },
         );
     }

@@ -42,6 +42,8 @@ pub struct ModelView {
     pub record: ModelRecord,
     /// While downloading: the running job's figures (zeros until it reports).
     pub download: Option<DownloadProgress>,
+    /// While downloading: the job waits for a slot (`MAX_CONCURRENT_DOWNLOADS`).
+    pub queued: bool,
     /// While loaded: what the engine holds.
     pub loaded: Option<LoadedFacts>,
 }
@@ -61,6 +63,8 @@ struct Inner {
     shutdown: CancellationToken,
     hub: Hub,
     downloads: Downloads,
+    /// `MAX_CONCURRENT_PREVIEWS` permits: each preview holds one while it asks the Hub.
+    previews: tokio::sync::Semaphore,
     /// The one owner of the loaded model.
     engine: Engine,
     /// The task that follows a running load to its end (statuses and events).
@@ -85,7 +89,8 @@ impl Services {
         Ok(Services {
             inner: Arc::new(Inner {
                 engine: Engine::spawn(shutdown.child_token()),
-                downloads: Downloads::default(),
+                downloads: Downloads::new(settings.max_concurrent_downloads),
+                previews: tokio::sync::Semaphore::new(settings.max_concurrent_previews.max(1)),
                 hub,
                 store,
                 devices,
@@ -147,9 +152,11 @@ impl Services {
         } else {
             None
         };
+        let queued = download.is_some() && self.inner.downloads.is_queued(record.id);
         ModelView {
             record,
             download,
+            queued,
             loaded,
         }
     }

@@ -68,7 +68,13 @@ impl Services {
     ) -> AppResult<ModelView> {
         let folder = validate_local_path(raw_path)?;
         let shown = raw_path.to_string();
+        let roots = self.inner.settings.local_model_root_list();
         let info = tokio::task::spawn_blocking(move || {
+            // Outside the roots is refused before the path is touched, so the answer says
+            // nothing about what exists there.
+            if !roots.is_empty() && !under_any(&folder, &roots) {
+                return Err(outside_roots(&shown));
+            }
             // Symlinks resolved, so one folder has one registry row however it is named.
             let canonical = std::fs::canonicalize(&folder).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => {
@@ -76,6 +82,10 @@ impl Services {
                 }
                 _ => AppError::invalid_local_path(&shown, format!("it cannot be resolved ({e})")),
             })?;
+            // A link inside a root may point outside it: the resolved folder counts.
+            if !roots.is_empty() && !under_any(&canonical, &canonical_roots(&roots)) {
+                return Err(outside_roots(&shown));
+            }
             let info = inspect_folder(&canonical)?;
             Ok::<_, AppError>((canonical, info))
         })
@@ -86,12 +96,23 @@ impl Services {
             .to_str()
             .map(str::to_string)
             .ok_or_else(|| AppError::invalid_local_path(raw_path, "the path is not valid UTF-8"))?;
-        let name = custom_name.unwrap_or_else(|| {
-            canonical
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_else(|| canonical_str.clone())
-        });
+        let name = match custom_name {
+            Some(name) => name,
+            None => {
+                let folder_name = canonical
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_else(|| canonical_str.clone());
+                // The folder's name becomes the model's: it gets the custom_name checks.
+                check_name(&folder_name).map_err(|why| {
+                    AppError::invalid_local_path(
+                        raw_path,
+                        format!("the folder's name {why}; give the model a custom_name"),
+                    )
+                })?;
+                folder_name
+            }
+        };
         let est = estimate(&info.tensors, quantization, self.inner.devices.uses_gpu());
         let new = NewModel {
             name,
@@ -146,19 +167,52 @@ pub(super) fn validate_name(name: Option<&str>) -> AppResult<Option<String>> {
     if trimmed.is_empty() {
         return Ok(None);
     }
-    if trimmed.chars().count() > MAX_NAME_CHARS {
-        return Err(AppError::validation_field(
-            "custom_name",
-            format!("Field 'custom_name' must be at most {MAX_NAME_CHARS} characters."),
-        ));
-    }
-    if trimmed.chars().any(char::is_control) {
-        return Err(AppError::validation_field(
-            "custom_name",
-            "Field 'custom_name' must not contain control characters.",
-        ));
-    }
+    check_name(trimmed).map_err(|why| {
+        AppError::validation_field("custom_name", format!("Field 'custom_name' {why}."))
+    })?;
     Ok(Some(trimmed.to_string()))
+}
+
+/// Characters that reorder how text is shown (bidirectional embeddings, overrides, isolates
+/// and marks): a name with them can display as another name.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A model name shown to people: at most [`MAX_NAME_CHARS`], no control or bidi characters.
+/// The error completes "… the name …".
+fn check_name(name: &str) -> Result<(), String> {
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!("must be at most {MAX_NAME_CHARS} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    if name.chars().any(is_bidi_control) {
+        return Err("must not contain bidirectional-text control characters".into());
+    }
+    Ok(())
+}
+
+/// True when `path` is one of `roots` or inside one (compared component by component).
+fn under_any(path: &Path, roots: &[PathBuf]) -> bool {
+    roots.iter().any(|root| path.starts_with(root))
+}
+
+/// The roots with their links resolved (a root that does not exist holds nothing).
+fn canonical_roots(roots: &[PathBuf]) -> Vec<PathBuf> {
+    roots
+        .iter()
+        .filter_map(|r| std::fs::canonicalize(r).ok())
+        .collect()
+}
+
+/// The one refusal for a folder outside `LOCAL_MODEL_ROOTS`, whether or not it exists.
+fn outside_roots(path: &str) -> AppError {
+    AppError::invalid_local_path(
+        path,
+        "it is outside the folders this server registers models from (LOCAL_MODEL_ROOTS)",
+    )
 }
 
 /// `local_path` must be absolute and free of `..`: what the user names is what is used.
@@ -189,4 +243,31 @@ fn validate_local_path(raw: &str) -> AppResult<PathBuf> {
         ));
     }
     Ok(path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_bidi_or_control_characters_are_refused() {
+        assert!(validate_name(Some("llama\u{202e}gpj.exe")).is_err());
+        assert!(validate_name(Some("a\u{2066}b")).is_err());
+        assert!(validate_name(Some("tab\there")).is_err());
+        assert_eq!(
+            validate_name(Some("  Llama 3 (8B) — ünïcode  "))
+                .unwrap()
+                .as_deref(),
+            Some("Llama 3 (8B) — ünïcode")
+        );
+    }
+
+    #[test]
+    fn roots_are_compared_by_whole_components() {
+        let roots = [PathBuf::from("/models")];
+        assert!(under_any(Path::new("/models/llama"), &roots));
+        assert!(under_any(Path::new("/models"), &roots));
+        assert!(!under_any(Path::new("/models-evil/llama"), &roots));
+        assert!(!under_any(Path::new("/etc"), &roots));
+    }
 }

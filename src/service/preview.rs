@@ -53,6 +53,14 @@ impl Services {
         let repo = parse_repo(Some(repo_id))?;
         let revision = parse_revision(revision)?;
         let token = self.token_for(hf_token);
+        // Each preview costs several Hub requests: at most MAX_CONCURRENT_PREVIEWS at once,
+        // the others wait their turn (bounded by REQUEST_TIMEOUT).
+        let _slot = self
+            .inner
+            .previews
+            .acquire()
+            .await
+            .map_err(crate::error::AppError::internal)?;
         let model = self
             .inner
             .hub

@@ -9,6 +9,7 @@ mod events;
 mod inference;
 mod limits;
 mod list;
+mod local_roots;
 mod load;
 mod local_models;
 mod metrics;

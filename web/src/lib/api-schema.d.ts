@@ -191,10 +191,141 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/chat/completions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A chat, rendered with the model's own chat template. */
+        post: operations["v1_chat_completions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/completions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A completion of a raw prompt. */
+        post: operations["v1_completions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The models that can answer now. */
+        get: operations["v1_list_models"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description The assistant's message. */
+        AssistantMessage: {
+            content: string;
+            /** @description Always `assistant`. */
+            role: string;
+        };
+        /** @description One choice of a chat completion. */
+        ChatChoice: {
+            /** @description `stop` or `length`. */
+            finish_reason: string;
+            /** Format: int32 */
+            index: number;
+            /** @default null */
+            logprobs: unknown;
+            message: components["schemas"]["AssistantMessage"];
+        };
+        /**
+         * @description A chat completion (`object: chat.completion`); streamed, the same answer arrives as
+         *     `chat.completion.chunk` events.
+         */
+        ChatCompletion: {
+            choices: components["schemas"]["ChatChoice"][];
+            /** Format: int64 */
+            created: number;
+            id: string;
+            model: string;
+            object: string;
+            system_fingerprint?: string | null;
+            usage: components["schemas"]["Usage"];
+        };
+        /** @description The body of `POST /v1/chat/completions`. */
+        ChatCompletionRequest: components["schemas"]["Common"] & {
+            messages: components["schemas"]["ChatMessage"][];
+            /** @description Not supported: absent, null or empty. */
+            tools?: Record<string, never>[] | null;
+        };
+        /** @description One message of a chat. */
+        ChatMessage: {
+            content?: null | components["schemas"]["MessageContent"];
+            role: components["schemas"]["Role"];
+        };
+        /** @description What chat and completion requests share. */
+        Common: {
+            /**
+             * Format: int64
+             * @description The same as `max_tokens` (wins when both are given).
+             */
+            max_completion_tokens?: number | null;
+            /**
+             * Format: int64
+             * @description Most new tokens; default: the rest of the context.
+             */
+            max_tokens?: number | null;
+            /** @description A model's name, id or repo id. */
+            model: string;
+            /**
+             * Format: int32
+             * @description Only 1.
+             */
+            n?: number | null;
+            /**
+             * Format: int64
+             * @description The same seed gives the same answer.
+             */
+            seed?: number | null;
+            stop?: null | components["schemas"]["Stop"];
+            /** @description Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`. */
+            stream?: boolean;
+            stream_options?: null | components["schemas"]["StreamOptions"];
+            /**
+             * Format: float
+             * @description 0 = greedy; default 1.
+             */
+            temperature?: number | null;
+            /**
+             * Format: float
+             * @description Nucleus sampling; default 1.
+             */
+            top_p?: number | null;
+        };
         /** @description Body of `DELETE /api/models/{id}`. */
         DeleteResponse: {
             deleted: boolean;
@@ -347,6 +478,11 @@ export interface components {
                 /** @description Human form, e.g. `135M`, `2.5B`. */
                 params?: string | null;
                 quantization: components["schemas"]["Quantization"];
+                /**
+                 * @description True while a download waits for a slot (`MAX_CONCURRENT_DOWNLOADS` are running); it
+                 *     starts by itself when one ends.
+                 */
+                queued?: boolean;
                 /** @description `owner/name`. */
                 repo_id?: string | null;
                 /** @description The commit sha resolved at download time. */
@@ -412,6 +548,11 @@ export interface components {
                 /** @description Human form, e.g. `135M`, `2.5B`. */
                 params?: string | null;
                 quantization: components["schemas"]["Quantization"];
+                /**
+                 * @description True while a download waits for a slot (`MAX_CONCURRENT_DOWNLOADS` are running); it
+                 *     starts by itself when one ends.
+                 */
+                queued?: boolean;
                 /** @description `owner/name`. */
                 repo_id?: string | null;
                 /** @description The commit sha resolved at download time. */
@@ -503,6 +644,8 @@ export interface components {
             /** Format: int64 */
             total_mb: number;
         };
+        /** @description A message's content: a string, or text parts. */
+        MessageContent: string | components["schemas"]["TextPart"][];
         /** @description Body of `POST /api/models`: a Hub download or a local folder, told apart by `source`. */
         ModelDownloadRequest: (components["schemas"]["HubModelRequest"] & {
             /** @enum {string} */
@@ -582,6 +725,11 @@ export interface components {
             /** @description Human form, e.g. `135M`, `2.5B`. */
             params?: string | null;
             quantization: components["schemas"]["Quantization"];
+            /**
+             * @description True while a download waits for a slot (`MAX_CONCURRENT_DOWNLOADS` are running); it
+             *     starts by itself when one ends.
+             */
+            queued?: boolean;
             /** @description `owner/name`. */
             repo_id?: string | null;
             /** @description The commit sha resolved at download time. */
@@ -599,6 +747,42 @@ export interface components {
          * @enum {string}
          */
         ModelStatus: "downloading" | "ready" | "loading" | "loaded" | "error";
+        /** @description A `/v1` error answer: OpenAI's shape, not the envelope. */
+        OpenAiError: {
+            error: components["schemas"]["OpenAiErrorDetail"];
+        };
+        /** @description The `error` of a `/v1` error answer, as OpenAI writes it. */
+        OpenAiErrorDetail: {
+            /**
+             * @description `model_not_found`, `model_not_loaded`, `model_loading`, `model_cannot_generate`,
+             *     `context_length_exceeded`, `queue_full`, or null.
+             */
+            code?: string | null;
+            message: string;
+            param?: string | null;
+            /** @description `invalid_request_error`, `rate_limit_error` or `server_error`. */
+            type: string;
+        };
+        /** @description One model of `GET /v1/models`. */
+        OpenAiModel: {
+            /**
+             * Format: int64
+             * @description Unix seconds of its registration.
+             */
+            created: number;
+            /** @description The model's name (its id and repo id name it too). */
+            id: string;
+            /** @description Always `model`. */
+            object: string;
+            /** @description Always `millm`. */
+            owned_by: string;
+        };
+        /** @description `GET /v1/models`. */
+        OpenAiModelList: {
+            data: components["schemas"]["OpenAiModel"][];
+            /** @description Always `list`. */
+            object: string;
+        };
         /** @description One file a download fetches. */
         PreviewFile: {
             path: string;
@@ -627,6 +811,11 @@ export interface components {
             /** @description Hub token for this retry only; never stored. */
             hf_token?: string | null;
         };
+        /**
+         * @description The roles a chat template knows (`developer` is read as `system`).
+         * @enum {string}
+         */
+        Role: "system" | "user" | "assistant" | "developer";
         /** @description Disk and memory of one quantization. */
         SizeEstimate: {
             /**
@@ -645,6 +834,51 @@ export interface components {
          * @enum {string}
          */
         Source: "huggingface" | "local";
+        /** @description `stop`: a string or a list of strings; the answer ends before the first. */
+        Stop: string | string[];
+        /** @description `stream_options`. */
+        StreamOptions: {
+            /** @description A last chunk with `usage` (and `usage: null` on every chunk before it). */
+            include_usage?: boolean;
+        };
+        /** @description One choice of a text completion. */
+        TextChoice: {
+            finish_reason: string;
+            /** Format: int32 */
+            index: number;
+            /** @default null */
+            logprobs: unknown;
+            text: string;
+        };
+        /** @description A text completion (`object: text_completion`). */
+        TextCompletion: {
+            choices: components["schemas"]["TextChoice"][];
+            /** Format: int64 */
+            created: number;
+            id: string;
+            model: string;
+            object: string;
+            system_fingerprint?: string | null;
+            usage: components["schemas"]["Usage"];
+        };
+        /** @description The body of `POST /v1/completions`: as a chat's, with a raw `prompt`. */
+        TextCompletionRequest: components["schemas"]["Common"] & {
+            prompt: string | string[];
+        };
+        /** @description A text part of a message's content. */
+        TextPart: {
+            text: string;
+            type: string;
+        };
+        /** @description `usage`: the tokens of the prompt and of the answer, exactly. */
+        Usage: {
+            /** Format: int64 */
+            completion_tokens: number;
+            /** Format: int64 */
+            prompt_tokens: number;
+            /** Format: int64 */
+            total_tokens: number;
+        };
     };
     responses: never;
     parameters: never;
@@ -1536,6 +1770,247 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    v1_chat_completions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChatCompletionRequest"];
+            };
+        };
+        responses: {
+            /** @description The answer; with `stream`, `chat.completion.chunk` events ending in `data: [DONE]` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChatCompletion"];
+                    "text/event-stream": string;
+                };
+            };
+            /** @description invalid_request_error: a bad field (`param`), `model_not_loaded`, `model_cannot_generate`, `context_length_exceeded`, or a model without a chat template */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description UNAUTHORIZED: the server has an API key and the request brings none or another */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description FORBIDDEN: a Host this server does not answer to, or a state-changing request from a foreign Origin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description `model_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description REQUEST_TIMEOUT: the request took longer than REQUEST_TIMEOUT */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description UNSUPPORTED_MEDIA_TYPE: a body not sent as application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description `queue_full`: too many requests wait for the model (`Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description `model_loading` (`Retry-After`), or the model was unloaded while answering */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+        };
+    };
+    v1_completions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TextCompletionRequest"];
+            };
+        };
+        responses: {
+            /** @description The answer; with `stream`, `text_completion` events ending in `data: [DONE]` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TextCompletion"];
+                    "text/event-stream": string;
+                };
+            };
+            /** @description invalid_request_error: a bad field (`param`), `model_not_loaded`, `model_cannot_generate` or `context_length_exceeded` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description UNAUTHORIZED: the server has an API key and the request brings none or another */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description FORBIDDEN: a Host this server does not answer to, or a state-changing request from a foreign Origin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description `model_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description REQUEST_TIMEOUT: the request took longer than REQUEST_TIMEOUT */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description UNSUPPORTED_MEDIA_TYPE: a body not sent as application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description `queue_full`: too many requests wait for the model (`Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description `model_loading` (`Retry-After`), or the model was unloaded while answering */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+        };
+    };
+    v1_list_models: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The models that can answer now */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiModelList"];
+                };
+            };
+            /** @description UNAUTHORIZED: the server has an API key and the request brings none or another */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description FORBIDDEN: a Host this server does not answer to, or a state-changing request from a foreign Origin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description REQUEST_TIMEOUT: the request took longer than REQUEST_TIMEOUT */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
                 };
             };
         };
