@@ -65,6 +65,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --user-group --home-dir /data --no-create-home millm \
  && mkdir -p /data && chown millm:millm /data
 COPY --from=builder-cuda /usr/local/bin/millm /usr/local/bin/millm
+# Every interface inside the container: start-up then requires MILLM_API_KEY (docker run -e).
 ENV HOST=0.0.0.0 PORT=8000 MILLM_DATA_DIR=/data
 VOLUME ["/data"]
 EXPOSE 8000
@@ -83,6 +84,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --user-group --home-dir /data --no-create-home millm \
  && mkdir -p /data && chown millm:millm /data
 COPY --from=builder /usr/local/bin/millm /usr/local/bin/millm
+# Every interface inside the container: start-up then requires MILLM_API_KEY (docker run -e).
 ENV HOST=0.0.0.0 PORT=8000 MILLM_DATA_DIR=/data
 VOLUME ["/data"]
 EXPOSE 8000

@@ -243,13 +243,20 @@ fn kubernetes_manifest_sets_only_settings_and_probes_health() {
             );
         }
         // A database outage makes the pod not ready; it never gets it restarted.
-        for (probe, path) in [
-            ("startupProbe", "/api/health/live"),
-            ("livenessProbe", "/api/health/live"),
-            ("readinessProbe", "/api/health"),
-        ] {
-            assert_eq!(c[probe]["httpGet"]["path"].as_str(), Some(path), "{probe}");
+        for probe in ["startupProbe", "livenessProbe"] {
+            assert_eq!(
+                c[probe]["httpGet"]["path"].as_str(),
+                Some("/api/health/live"),
+                "{probe}"
+            );
         }
+        // Readiness asks /api/health, which needs the key: an exec probe sends it.
+        let ready = serde_yaml_ng::to_string(&c["readinessProbe"]["exec"]).unwrap();
+        assert!(
+            ready.contains("/api/health") && !ready.contains("/api/health/live"),
+            "{ready}"
+        );
+        assert!(ready.contains("Bearer $MILLM_API_KEY"), "{ready}");
         // Readiness waits longer than the server's 2 s bound on the database ping, so it sees
         // the 503 rather than its own timeout.
         assert!(c["readinessProbe"]["timeoutSeconds"].as_u64().unwrap_or(1) > 2);
@@ -285,4 +292,57 @@ fn env_example_names_only_real_settings() {
     let missing: Vec<_> = server_settings().difference(&seen).cloned().collect();
     assert!(missing.is_empty(), ".env.example lacks {missing:?}");
     assert!(seen.contains("MILLM_URL"));
+}
+
+#[test]
+fn compose_publishes_on_loopback_and_needs_the_key() {
+    let doc = compose();
+    let millm = &doc["services"]["millm"];
+    for port in millm["ports"].as_sequence().expect("ports") {
+        let port = port.as_str().expect("a port string");
+        assert!(
+            port.starts_with("${MILLM_BIND:-127.0.0.1}:"),
+            "published on loopback unless MILLM_BIND says otherwise: {port}"
+        );
+    }
+    let key = millm["environment"]["MILLM_API_KEY"]
+        .as_str()
+        .expect("MILLM_API_KEY is set");
+    assert!(
+        key.starts_with("${MILLM_API_KEY:?"),
+        "compose refuses to start without a key: {key}"
+    );
+    assert_eq!(millm["environment"]["HOST"].as_str(), Some("0.0.0.0"));
+}
+
+#[test]
+fn kubernetes_takes_the_key_from_a_secret_and_admits_only_labelled_clients() {
+    let text = read("deploy/k8s.yaml");
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("deploy/k8s.yaml is YAML"))
+        .collect();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let key = env
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "MILLM_API_KEY")
+        .expect("the key is set");
+    let secret = &key["valueFrom"]["secretKeyRef"];
+    assert_eq!(secret["name"].as_str(), Some("millm"));
+    assert_ne!(
+        secret["optional"].as_bool(),
+        Some(true),
+        "the pod must not start without the key"
+    );
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .expect("a NetworkPolicy example");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str(),
+        Some("millm")
+    );
+    assert!(policy["spec"]["ingress"][0]["from"].is_sequence());
 }
