@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::{human_params, ModelStatus, Quantization, Source};
+use crate::engine::infer::supports_inference;
 use crate::error::ErrorBody;
 use crate::service::{Deleted, DownloadOrder, ModelView, Preview};
 
@@ -83,6 +84,8 @@ pub struct ModelResponse {
     pub device: Option<String>,
     /// Only while loaded: `f32`, `f16`, `bf16`, `q8_0`, `q4k`, `q2k`.
     pub dtype: Option<String>,
+    /// The server can generate text with this architecture on `/v1` (it loads either way).
+    pub supports_inference: bool,
 }
 
 /// Body of `POST /api/models` as the server reads it (one object, `source` telling which
@@ -268,6 +271,8 @@ pub struct ModelPreviewResponse {
     pub files: Vec<PreviewFile>,
     /// For a gated repo and a given token: whether the token can read it; else null.
     pub has_access: Option<bool>,
+    /// The server can generate text with this architecture on `/v1` (it loads either way).
+    pub supports_inference: bool,
 }
 
 /// Optional body of `POST /api/models/{id}/retry`.
@@ -286,6 +291,7 @@ impl From<ModelView> for ModelResponse {
             queued,
             loaded,
         } = view;
+        let supports_inference = supports_inference(r.architecture.as_deref());
         ModelResponse {
             id: r.id,
             name: r.name,
@@ -312,6 +318,7 @@ impl From<ModelView> for ModelResponse {
             memory_footprint: loaded.as_ref().map(|l| l.memory_footprint as i64),
             device: loaded.as_ref().map(|l| l.device.clone()),
             dtype: loaded.map(|l| l.dtype),
+            supports_inference,
         }
     }
 }
@@ -345,6 +352,7 @@ impl From<Preview> for ModelPreviewResponse {
         let model = p.model;
         let card = model.info.card_data.clone().unwrap_or_default();
         let config = model.config.clone().unwrap_or_default();
+        let supports_inference = supports_inference(model.architecture().as_deref());
         ModelPreviewResponse {
             name: p.repo.name().to_string(),
             params: model.parameter_count.map(human_params),
@@ -371,6 +379,7 @@ impl From<Preview> for ModelPreviewResponse {
                     size: f.size,
                 })
                 .collect(),
+            supports_inference,
             has_access: model.has_access,
         }
     }

@@ -422,6 +422,8 @@ export interface components {
                 pipeline_tag?: string | null;
                 /** @description The config needs the repo's own Python code (`auto_map`); such models are refused. */
                 requires_trust_remote_code: boolean;
+                /** @description The server can generate text with this architecture on `/v1` (it loads either way). */
+                supports_inference: boolean;
                 tags: string[];
             };
             error: null;
@@ -491,6 +493,8 @@ export interface components {
                 /** Format: int64 */
                 speed_bps?: number | null;
                 status: components["schemas"]["ModelStatus"];
+                /** @description The server can generate text with this architecture on `/v1` (it loads either way). */
+                supports_inference: boolean;
                 /** Format: int64 */
                 total_bytes?: number | null;
                 updated_at?: string | null;
@@ -561,6 +565,8 @@ export interface components {
                 /** Format: int64 */
                 speed_bps?: number | null;
                 status: components["schemas"]["ModelStatus"];
+                /** @description The server can generate text with this architecture on `/v1` (it loads either way). */
+                supports_inference: boolean;
                 /** Format: int64 */
                 total_bytes?: number | null;
                 updated_at?: string | null;
@@ -678,6 +684,8 @@ export interface components {
             pipeline_tag?: string | null;
             /** @description The config needs the repo's own Python code (`auto_map`); such models are refused. */
             requires_trust_remote_code: boolean;
+            /** @description The server can generate text with this architecture on `/v1` (it loads either way). */
+            supports_inference: boolean;
             tags: string[];
         };
         /** @description A model as the API shows it. */
@@ -738,6 +746,8 @@ export interface components {
             /** Format: int64 */
             speed_bps?: number | null;
             status: components["schemas"]["ModelStatus"];
+            /** @description The server can generate text with this architecture on `/v1` (it loads either way). */
+            supports_inference: boolean;
             /** Format: int64 */
             total_bytes?: number | null;
             updated_at?: string | null;

@@ -27,6 +27,8 @@ export function makeModel(overrides: Partial<ModelResponse> = {}): ModelResponse
     memory_footprint: null,
     device: null,
     dtype: null,
+    queued: false,
+    supports_inference: true,
     ...overrides,
   };
 }
@@ -38,6 +40,7 @@ export function makePreview(overrides: Partial<ModelPreviewResponse> = {}): Mode
     architecture: "LlamaForCausalLM",
     is_gated: false,
     has_access: null,
+    supports_inference: true,
     requires_trust_remote_code: false,
     estimated_sizes: {
       FP32: { disk_mb: 17, memory_mb: 4000 },
