@@ -438,6 +438,48 @@ async function run(uiBase) {
   if (consoleErrors.length) log(`browser console errors:\n  ${consoleErrors.slice(0, 10).join("\n  ")}`);
 }
 
+// ---------------------------------------------------------------- a server with an API key
+
+/** A second server started with MILLM_API_KEY: the page asks for the key, then works with it. */
+async function runWithKey(env) {
+  const key = "e2e-key-correct-horse";
+  const port = await freePort();
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "millm-e2e-key-"));
+  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+  const keyed = start("millm-key", millmBin, ["serve"], { ...env, PORT: String(port), MILLM_DATA_DIR: dataDir, MILLM_API_KEY: key });
+  keyed.child.stdout.on("data", (d) => keyed.logFile.write(d));
+  const base = `http://127.0.0.1:${port}`;
+  // Liveness needs no key; the server is up once it answers.
+  const deadline = Date.now() + 60000;
+  while (!(await fetch(`${base}/api/health/live`).then((r) => r.ok, () => false))) {
+    if (Date.now() > deadline || keyed.child.exitCode !== null) throw new Error("the keyed server did not start");
+    await sleep(200);
+  }
+  if (!(await serverServesUi(base))) {
+    failed += 1;
+    log("FAIL logs-in-with-a-key: the binary does not serve the web UI (build web/ before the binary)");
+    return;
+  }
+  const { chromium } = await import("playwright-core");
+  const browser = await chromium.launch({ executablePath: chromiumPath, headless: process.env.E2E_HEADED !== "1", args: ["--no-sandbox", "--disable-gpu", "--no-first-run"] });
+  cleanups.push(() => browser.close());
+  page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
+  page.setDefaultTimeout(15000);
+  await step("logs-in-with-a-key", async () => {
+    await page.goto(base, { waitUntil: "domcontentloaded" });
+    await page.getByTestId("api-key-prompt").waitFor();
+    await page.getByLabel("API key", { exact: true }).fill("wrong");
+    await page.getByRole("button", { name: "Unlock" }).click();
+    // A wrong key is refused again: the prompt comes back after the reload.
+    await page.getByTestId("api-key-prompt").waitFor();
+    await page.getByLabel("API key", { exact: true }).fill(key);
+    await page.getByRole("button", { name: "Unlock" }).click();
+    await page.locator('[data-testid="connection-state"][data-state="connected"]').waitFor({ timeout: 20000 });
+    await page.getByTestId("device-name").filter({ hasNotText: "unknown" }).waitFor();
+    expect((await page.getByTestId("api-key-prompt").count()) === 0, "the prompt closed once the key was right");
+  });
+}
+
 // ---------------------------------------------------------------- main
 
 async function main() {
@@ -477,6 +519,7 @@ async function main() {
   log(`UI at ${uiBase} (${useServer ? "served by millm" : "vite preview"})`);
 
   await run(uiBase);
+  await runWithKey(env);
 }
 
 try {

@@ -9,6 +9,7 @@ import type {
   ModelPreviewResponse,
   ModelResponse,
 } from "./api-types";
+import { getApiKey, notifyApiKeyNeeded } from "./api-key";
 
 /** An API failure: the server's error code, its human message, and context. */
 export class ApiError extends Error {
@@ -50,6 +51,8 @@ export async function request<T>(
 ): Promise<T> {
   const headers: Record<string, string> = { Accept: "application/json" };
   const init: RequestInit = { method, headers };
+  const key = getApiKey();
+  if (key) headers.Authorization = `Bearer ${key}`;
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -76,6 +79,7 @@ export async function request<T>(
   if (isEnvelope(payload)) {
     if (payload.success) return payload.data as T;
     const error = payload.error;
+    if (response.status === 401 && error?.code === "UNAUTHORIZED") notifyApiKeyNeeded();
     throw new ApiError(
       error?.code ?? "INTERNAL_ERROR",
       error?.message ?? `Request failed with status ${response.status}.`,

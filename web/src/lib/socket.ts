@@ -2,6 +2,7 @@
 //! state, and hands each live event to the listeners the features register
 //! (`lib/` never imports a feature; `app/` wires the features' listeners in).
 import { io, type Socket } from "socket.io-client";
+import { getApiKey, notifyApiKeyNeeded } from "./api-key";
 
 /** State of the Socket.IO connection. */
 export type ConnectionState = "connecting" | "connected" | "reconnecting" | "disconnected";
@@ -24,7 +25,14 @@ export function connectSocket(listeners: readonly SocketListeners[] = []): Socke
   const setConnection = (state: ConnectionState) => {
     for (const l of listeners) l.onConnectionChange?.(state);
   };
-  const s = io("/", { path: "/socket.io/", reconnection: true, reconnectionDelay: 500, reconnectionDelayMax: 5000 });
+  const s = io("/", {
+    path: "/socket.io/",
+    reconnection: true,
+    reconnectionDelay: 500,
+    reconnectionDelayMax: 5000,
+    // Read at every (re)connection, so a key given later is used.
+    auth: (cb) => cb({ token: getApiKey() ?? undefined }),
+  });
   socket = s;
   let connectedBefore = false;
 
@@ -43,7 +51,10 @@ export function connectSocket(listeners: readonly SocketListeners[] = []): Socke
     // The server closed us on purpose: socket.io does not retry that by itself.
     if (reason === "io server disconnect") s.connect();
   });
-  s.on("connect_error", () => setConnection(s.active ? "reconnecting" : "disconnected"));
+  s.on("connect_error", (error: Error) => {
+    if (error?.message?.startsWith("UNAUTHORIZED")) notifyApiKeyNeeded();
+    setConnection(s.active ? "reconnecting" : "disconnected");
+  });
   s.io.on("reconnect_attempt", () => setConnection("reconnecting"));
   s.io.on("reconnect_failed", () => setConnection("disconnected"));
 
