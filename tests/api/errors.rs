@@ -242,8 +242,9 @@ async fn only_get_and_head_outside_the_api_get_the_page() {
     // Any other method: 404 where there is nothing but a client route, 405 on the page's own
     // files; a short plain answer, never the page.
     for (method, path, status) in [
-        (reqwest::Method::POST, "/v1/completions", 404),
-        (reqwest::Method::POST, "/v1/chat/completions", 404),
+        // (`/v1` answers now; these paths are still nobody's.)
+        (reqwest::Method::POST, "/v2/completions", 404),
+        (reqwest::Method::POST, "/v1beta/chat/completions", 404),
         (reqwest::Method::PUT, "/models/3", 404),
         (reqwest::Method::PATCH, "/anything", 404),
         (reqwest::Method::DELETE, "/models", 404),
