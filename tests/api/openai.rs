@@ -31,16 +31,10 @@ async fn loaded(app: &TestApp, name: &str, chat: bool) -> i64 {
     id
 }
 
+/// The status and JSON answer of a `/v1` POST (`app.post` reads the envelope; this does not).
 async fn v1(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let resp = app
-        .http
-        .post(app.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    let reply = app.send(app.http.post(app.url(path)).json(&body)).await;
+    (reply.status, reply.body)
 }
 
 /// The `data:` payloads of a streamed answer, in order.
@@ -75,22 +69,13 @@ fn chat_body(extra: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_and_completions_answer_in_openais_shapes_streamed_or_not() {
     let app = spawn_app(Db::Sqlite).await;
-    let list = app.http.get(app.url("/v1/models")).send().await.unwrap();
     assert_eq!(
-        list.json::<Value>().await.unwrap()["data"],
+        app.get("/v1/models").await.body["data"],
         json!([]),
         "nothing loaded"
     );
     let id = loaded(&app, "tiny", true).await;
-    let list: Value = app
-        .http
-        .get(app.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = app.get("/v1/models").await.body;
     assert_eq!(list["object"], "list");
     assert_eq!(list["data"][0]["id"], "tiny");
     assert_eq!(list["data"][0]["owned_by"], "millm");
@@ -436,8 +421,7 @@ async fn an_architecture_that_cannot_generate_still_loads_and_v1_says_why() {
     app.post(&format!("/api/models/{id}/load"), json!({})).await;
     let row = app.wait_status(id, "loaded", LOAD_WAIT).await;
     assert_eq!(row["supports_inference"], false);
-    let list = app.http.get(app.url("/v1/models")).send().await.unwrap();
-    assert_eq!(list.json::<Value>().await.unwrap()["data"], json!([]));
+    assert_eq!(app.get("/v1/models").await.body["data"], json!([]));
     let (status, body) = v1(
         &app,
         "/v1/completions",
