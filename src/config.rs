@@ -176,7 +176,9 @@ pub struct Settings {
         long = "allow-no-auth",
         env = "MILLM_ALLOW_NO_AUTH",
         value_name = "MILLM_ALLOW_NO_AUTH",
-        action = clap::ArgAction::SetTrue
+        action = clap::ArgAction::SetTrue,
+        // `1`, `true`, `yes`, `on` (and their opposites), as people write it in a `.env`.
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub allow_no_auth: bool,
 

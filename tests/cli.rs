@@ -547,3 +547,44 @@ async fn the_hub_token_is_not_sent_over_plain_http_to_another_machine() {
         assert!(!stderr.contains("not sending"), "{url}: {stderr}");
     }
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowing_no_auth_beyond_loopback_starts_with_a_loud_warning() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_millm"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_clear()
+        .env("HOST", "0.0.0.0")
+        .env("MILLM_ALLOW_NO_AUTH", "1")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("millm serve starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let mut seen = Vec::new();
+    // The warning comes before the banner's "listening" line.
+    loop {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("output in time")
+            .expect("stdout readable")
+            .unwrap_or_else(|| panic!("the server stopped: {seen:?}"));
+        if line.contains("listening on") {
+            break;
+        }
+        seen.push(line);
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("WARN") && l.contains("WITHOUT an API key")),
+        "{seen:?}"
+    );
+    drop(lines);
+    terminate(&mut child).await;
+}
