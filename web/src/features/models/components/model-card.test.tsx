@@ -253,3 +253,12 @@ describe("ModelCard memory fit and model switch", () => {
     expect(screen.queryByRole("dialog")).not.toBeInTheDocument();
   });
 });
+
+describe("ModelCard queued download", () => {
+  it("says a download waits for a slot until its first bytes arrive", () => {
+    const { rerender } = render(<ModelCard model={makeModel({ status: "downloading", queued: true, downloaded_bytes: 0 })} />);
+    expect(screen.getByTestId("download-queued")).toHaveTextContent("Waiting for a download slot");
+    rerender(<ModelCard model={makeModel({ status: "downloading", queued: false, downloaded_bytes: 10 })} />);
+    expect(screen.queryByTestId("download-queued")).not.toBeInTheDocument();
+  });
+});

@@ -139,6 +139,14 @@ export function ModelCard({ model, freeMemoryMb = null, loadedModel = null }: Mo
         </ProgressBar>
       )}
 
+      {/* The server runs MAX_CONCURRENT_DOWNLOADS at once; this one starts when a slot frees
+          (until its first bytes arrive, the row may still say queued). */}
+      {model.status === "downloading" && model.queued && !model.downloaded_bytes && (
+        <p className="field-hint" data-testid="download-queued">
+          Waiting for a download slot: it starts by itself when another download ends.
+        </p>
+      )}
+
       {model.status === "loading" && (
         <ProgressBar value={loadProgress ? loadProgress.progress : null} label={`Load progress of ${model.name}`} tone="success" data-testid="load-progress">
           <span data-testid="load-stage">{loadProgress?.stage ?? "starting"}</span>
