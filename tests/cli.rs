@@ -573,8 +573,15 @@ async fn allowing_no_auth_beyond_loopback_starts_with_a_loud_warning() {
         let line = tokio::time::timeout(WAIT, lines.next_line())
             .await
             .expect("output in time")
-            .expect("stdout readable")
-            .unwrap_or_else(|| panic!("the server stopped: {seen:?}"));
+            .expect("stdout readable");
+        let Some(line) = line else {
+            let out = child.wait_with_output().await.expect("the server ran");
+            panic!(
+                "the server stopped ({:?}): {seen:?}\nstderr: {}",
+                out.status,
+                text(&out.stderr)
+            );
+        };
         if line.contains("listening on") {
             break;
         }
