@@ -137,6 +137,9 @@ pub fn target_format(t: &TensorMeta, quant: Quantization, half: TargetFormat) ->
 pub struct Estimate {
     pub weights_bytes: u64,
     pub overhead_bytes: u64,
+    /// One generation's KV cache over the context the server allows (0 when the model cannot
+    /// generate).
+    pub kv_cache_bytes: u64,
 }
 
 /// CUDA context memory measured with candle on an H100 (`../shared/gpu/README.md`).
@@ -144,9 +147,18 @@ pub const CUDA_CONTEXT_BYTES: u64 = 600 << 20;
 
 impl Estimate {
     pub fn total_bytes(&self) -> u64 {
-        self.weights_bytes + self.overhead_bytes
+        self.weights_bytes + self.overhead_bytes + self.kv_cache_bytes
     }
-    /// `estimated_memory_mb`: weights plus overhead, MiB rounded up.
+
+    /// The same estimate with a generation's KV cache counted.
+    pub fn with_kv_cache(self, kv_cache_bytes: u64) -> Self {
+        Estimate {
+            kv_cache_bytes,
+            ..self
+        }
+    }
+
+    /// `estimated_memory_mb`: weights, overhead and KV cache, MiB rounded up.
     pub fn total_mb(&self) -> u64 {
         mib_ceil(self.total_bytes())
     }
@@ -164,6 +176,7 @@ pub fn estimate(tensors: &[TensorMeta], quant: Quantization, gpu: bool) -> Estim
     Estimate {
         weights_bytes,
         overhead_bytes,
+        kv_cache_bytes: 0,
     }
 }
 

@@ -21,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Secret;
 use crate::domain::{human_params, mib_ceil, ModelId, ModelStatus, Quantization, RepoId, Source};
-use crate::engine::estimate;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::events::{self, Event, JobError};
 use crate::hub::{select, Access, CacheUser, Completed, DownloadProgress, HubError, JobSpec};
@@ -216,7 +215,7 @@ impl Services {
             self.inner.downloads.promised_bytes() + self.inner.settings.disk_reserve_mb * (1 << 20);
         hub.check_space_for(&repo, &model, reserved).await?;
         let tensors = model.tensors.clone().unwrap_or_default();
-        let est = estimate(&tensors, quantization, self.inner.devices.uses_gpu());
+        let est = self.memory_estimate(&tensors, quantization, model.config.as_ref());
         let new = NewModel {
             name: custom_name.unwrap_or_else(|| repo.name().to_string()),
             source: Source::Huggingface,

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::domain::{mib_ceil, ModelId, ModelStatus};
 use crate::engine::{
-    estimate, inspect_folder, EngineError, Lease, LoadJob, LoadRequest, LoadUpdate, LoadedFacts,
-    TextSource, Unloaded,
+    inspect_folder, EngineError, Lease, LoadJob, LoadRequest, LoadUpdate, LoadedFacts, TextSource,
+    Unloaded,
 };
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::events::{self, Event, JobError, Throttle};
@@ -82,7 +82,7 @@ impl Services {
                     other => AppError::from(other),
                 })?;
         let gpu = self.inner.devices.uses_gpu();
-        let est = estimate(&info.tensors, row.quantization, gpu);
+        let est = self.memory_estimate(&info.tensors, row.quantization, Some(&info.config));
         let dev = self.inner.devices.read().await;
         // The loaded model (if another) is unloaded first, so its memory counts as available.
         let held = self
@@ -97,7 +97,8 @@ impl Services {
                 AppError::insufficient_memory(est.total_mb(), available >> 20, &dev.name)
                     .with_detail("model_id", row.id)
                     .with_detail("weights_mb", mib_ceil(est.weights_bytes))
-                    .with_detail("overhead_mb", mib_ceil(est.overhead_bytes)),
+                    .with_detail("overhead_mb", mib_ceil(est.overhead_bytes))
+                    .with_detail("kv_cache_mb", mib_ceil(est.kv_cache_bytes)),
             );
         }
 

@@ -169,6 +169,20 @@ impl Services {
         )
     }
 
+    /// What a load of `tensors` at `quantization` takes on the load device: weights, overhead
+    /// and, for a model that can generate (`config`), one generation's KV cache over the
+    /// context the server allows.
+    fn memory_estimate(
+        &self,
+        tensors: &[crate::engine::TensorMeta],
+        quantization: crate::domain::Quantization,
+        config: Option<&serde_json::Value>,
+    ) -> crate::engine::Estimate {
+        crate::engine::estimate(tensors, quantization, self.inner.devices.uses_gpu()).with_kv_cache(
+            crate::engine::infer::kv_cache_bytes(config, self.inner.settings.max_context_tokens),
+        )
+    }
+
     /// The settings the server runs with.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings

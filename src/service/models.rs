@@ -3,7 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::domain::{human_params, mib_ceil, ModelId, ModelStatus, Quantization, Source};
-use crate::engine::{estimate, inspect_folder};
+use crate::engine::inspect_folder;
 use crate::error::{AppError, AppResult};
 use crate::store::{ListFilter, NewModel};
 
@@ -113,7 +113,7 @@ impl Services {
                 folder_name
             }
         };
-        let est = estimate(&info.tensors, quantization, self.inner.devices.uses_gpu());
+        let est = self.memory_estimate(&info.tensors, quantization, Some(&info.config));
         let new = NewModel {
             name,
             source: Source::Local,

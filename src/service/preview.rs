@@ -2,7 +2,7 @@
 //! downloading it.
 
 use crate::domain::{mib_ceil, Quantization, RepoId};
-use crate::engine::{estimate, TensorMeta};
+use crate::engine::TensorMeta;
 use crate::error::AppResult;
 use crate::hub::{Access, RemoteModel};
 
@@ -67,7 +67,6 @@ impl Services {
             .inspect(&repo, &revision, token.as_ref(), Access::Optional)
             .await?;
         let disk_mb = mib_ceil(model.disk_bytes());
-        let gpu = self.inner.devices.uses_gpu();
         let tensors = model
             .tensors
             .clone()
@@ -77,7 +76,9 @@ impl Services {
             .map(|&q| PreviewSize {
                 quantization: q,
                 disk_mb,
-                memory_mb: estimate(&tensors, q, gpu).total_mb(),
+                memory_mb: self
+                    .memory_estimate(&tensors, q, model.config.as_ref())
+                    .total_mb(),
             })
             .collect();
         Ok(Preview { repo, model, sizes })

@@ -391,3 +391,35 @@ async fn shutdown_waits_for_a_running_load_and_leaves_no_row_loading() {
     assert_eq!(row.status.as_str(), "ready", "not left loading");
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_estimate_counts_a_generations_kv_cache_when_the_model_can_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(Db::Sqlite, dir.path()).await;
+    settings.max_context_tokens = 1024;
+    let app = spawn_with(settings, dir).await;
+    let llama = app.write_model("kv-llama", TinyLlama::default());
+    let estimated = app.add_local(&llama.dir, "FP32").await.data()["estimated_memory_mb"]
+        .as_u64()
+        .unwrap();
+    let info = inspect_folder(&llama.dir).unwrap();
+    let weights_and_overhead = estimate(&info.tensors, Quantization::FP32, false).total_bytes();
+    // 2 layers × (K and V) × 2 key/value heads × 64 wide × 1,024 tokens × 4 bytes.
+    let kv = 2 * 2 * 2 * 64 * 1024 * 4;
+    assert_eq!(
+        estimated,
+        millm::domain::mib_ceil(weights_and_overhead + kv)
+    );
+    // An architecture that cannot generate keeps no cache.
+    let other = app.write_model("kv-neox", TinyLlama::default());
+    let path = other.dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["architectures"] = json!(["GPTNeoXForCausalLM"]);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let estimated = app.add_local(&other.dir, "FP32").await.data()["estimated_memory_mb"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(estimated, millm::domain::mib_ceil(weights_and_overhead));
+    app.stop().await;
+}

@@ -19,6 +19,22 @@ pub fn supports_inference(architecture: Option<&str>) -> bool {
     architecture.is_some_and(|a| SUPPORTED_ARCHITECTURES.contains(&a))
 }
 
+/// Bytes of one generation's KV cache over the context the server allows (f32 keys and values
+/// of every layer), for a `config.json` whose architecture generates; 0 for one that cannot.
+pub fn kv_cache_bytes(config: Option<&serde_json::Value>, max_context: usize) -> u64 {
+    let Some(cfg) = config.and_then(|c| serde_json::from_value::<LlamaConfig>(c.clone()).ok())
+    else {
+        return 0;
+    };
+    if !supports_inference(cfg.architectures.first().map(String::as_str))
+        || cfg.num_attention_heads == 0
+    {
+        return 0;
+    }
+    let context = cfg.max_position_embeddings.min(max_context) as u64;
+    cfg.num_hidden_layers as u64 * 2 * cfg.kv_heads() as u64 * cfg.head_dim() as u64 * context * 4
+}
+
 /// `rope_scaling` as transformers writes it; only `llama3` (and none) change the frequencies.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct RopeScaling {
@@ -177,6 +193,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("BertModel"), "{err}");
+    }
+
+    #[test]
+    fn the_kv_cache_counts_every_layers_keys_and_values_over_the_allowed_context() {
+        let config: serde_json::Value = serde_json::json!({"architectures": ["LlamaForCausalLM"],
+            "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+            "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
+            "max_position_embeddings": 8192});
+        // SmolLM2-135M: 30 layers × (K and V) × 3 heads × 64 wide × 4,096 tokens × 4 bytes.
+        assert_eq!(
+            kv_cache_bytes(Some(&config), 4096),
+            30 * 2 * 3 * 64 * 4096 * 4
+        );
+        assert_eq!(
+            kv_cache_bytes(Some(&config), 100_000),
+            30 * 2 * 3 * 64 * 8192 * 4
+        );
+        let mut other = config.clone();
+        other["architectures"] = serde_json::json!(["BertModel"]);
+        assert_eq!(
+            kv_cache_bytes(Some(&other), 4096),
+            0,
+            "cannot generate, no cache"
+        );
+        assert_eq!(kv_cache_bytes(None, 4096), 0);
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod llama;
 pub mod template;
 pub mod text;
 
-pub use config::{supports_inference, LlamaConfig};
+pub use config::{kv_cache_bytes, supports_inference, LlamaConfig};
 pub use llama::{KvCache, Llama};
 pub use template::ChatMessage;
 pub use text::{Finish, Generated, Sampling, TextModel, Waiting};
