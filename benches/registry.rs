@@ -129,10 +129,7 @@ async fn bench(rows: usize, target_ms: f64) {
     settings.hf_endpoint = hub.endpoint();
     fill(&settings.database_url(), rows).await;
 
-    let app = App::build(settings).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let token = app.shutdown_token();
-    let handle = tokio::spawn(app.run());
+    let (base, token, handle) = serve(settings).await;
     let http = reqwest::Client::new();
 
     report(
@@ -178,16 +175,27 @@ async fn bench(rows: usize, target_ms: f64) {
     let _ = handle.await;
 }
 
+/// Starts the app: its base URL, its shutdown token and its task.
+async fn serve(
+    settings: Settings,
+) -> (
+    String,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let app = App::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let token = app.shutdown_token();
+    (base, token, tokio::spawn(app.run()))
+}
+
 /// One page of 50 at `rows` rows: the first page, a page deep in the list, and a filter.
 async fn bench_paged(rows: usize, target_ms: f64) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::for_data_dir(dir.path());
     settings.port = 0;
     fill(&settings.database_url(), rows).await;
-    let app = App::build(settings).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let token = app.shutdown_token();
-    let handle = tokio::spawn(app.run());
+    let (base, token, handle) = serve(settings).await;
     let http = reqwest::Client::new();
     // The target is the page a client asks for first; a deep offset and a search are shown for
     // what they cost (SQLite walks the offset, and a substring search scans every row).
