@@ -15,6 +15,7 @@ export default defineConfig({
     proxy: {
       "/api": { target: backend, changeOrigin: true },
       "/openapi.json": { target: backend, changeOrigin: true },
+      "/v1": { target: backend, changeOrigin: true },
       "/socket.io": { target: backend, changeOrigin: true, ws: true },
     },
   },
@@ -22,6 +23,7 @@ export default defineConfig({
     proxy: {
       "/api": { target: backend, changeOrigin: true },
       "/openapi.json": { target: backend, changeOrigin: true },
+      "/v1": { target: backend, changeOrigin: true },
       "/socket.io": { target: backend, changeOrigin: true, ws: true },
     },
   },
