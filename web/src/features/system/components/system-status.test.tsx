@@ -23,4 +23,13 @@ describe("SystemStatus", () => {
     expect(screen.queryByTestId("gpu-utilization")).not.toBeInTheDocument();
     expect(screen.queryByTestId("gpu-temperature")).not.toBeInTheDocument();
   });
+
+  it("shows the generation speed of the last minute, or idle", () => {
+    render(<SystemStatus />);
+    expect(screen.getByTestId("tokens-per-second")).toHaveTextContent("Generation—");
+    act(() => useSystemStore.getState().setMetrics({ ...cpu, tokens_per_second: 42.26 }));
+    expect(screen.getByTestId("tokens-per-second")).toHaveTextContent("Generation42.3 tokens/s");
+    act(() => useSystemStore.getState().setMetrics({ ...cpu, tokens_per_second: null }));
+    expect(screen.getByTestId("tokens-per-second")).toHaveTextContent("Generationidle");
+  });
 });

@@ -1,8 +1,9 @@
 //! Header status: the device models load onto, its memory in use, the GPU's
 //! memory, utilisation and temperature when there is a GPU (`system:metrics`
-//! reports a non-zero GPU memory total), and the live channel's state.
+//! reports a non-zero GPU memory total), the generation speed over the last
+//! minute, and the live channel's state.
 import { formatMb } from "@/lib/format";
-import { selectDeviceMemory, useSystemStore } from "../stores/system-store";
+import { selectDeviceMemory, selectTokensPerSecond, useSystemStore } from "../stores/system-store";
 import type { ConnectionState } from "../types";
 
 const CONNECTION_LABEL: Record<ConnectionState, string> = {
@@ -19,6 +20,7 @@ export function SystemStatus() {
   const { device, totalMb, freeMb } = selectDeviceMemory({ metrics, health });
   const usedMb = totalMb !== null && freeMb !== null ? Math.max(0, totalMb - freeMb) : null;
   const gpuTotal = metrics?.gpu_memory_total_mb ?? 0;
+  const tokensPerSecond = selectTokensPerSecond({ metrics, health });
 
   return (
     <div className="system-status">
@@ -59,6 +61,10 @@ export function SystemStatus() {
           <span className="stat-value">{Math.round(metrics?.gpu_temperature ?? 0)} °C</span>
         </div>
       )}
+      <div className="stat" data-testid="tokens-per-second" title="Completion tokens per second over the last minute's generations">
+        <span className="stat-label">Generation</span>
+        <span className="stat-value">{tokensPerSecond == null ? (tokensPerSecond === null ? "idle" : "—") : `${tokensPerSecond.toFixed(tokensPerSecond >= 100 ? 0 : 1)} tokens/s`}</span>
+      </div>
       <div className={`connection connection-${connection}`} role="status" data-testid="connection-state" data-state={connection}>
         <span className="dot" aria-hidden="true" />
         <span>

@@ -39,3 +39,12 @@ export function selectDeviceMemory(state: Pick<SystemState, "metrics" | "health"
     freeMb: m?.memory_free_mb ?? h?.free_mb ?? null,
   };
 }
+
+/**
+ * Generation speed over the last minute: the latest metrics, else the health snapshot; null
+ * when nothing was generated, undefined when the server reports no figure.
+ */
+export function selectTokensPerSecond(state: Pick<SystemState, "metrics" | "health">): number | null | undefined {
+  if (state.metrics && state.metrics.tokens_per_second !== undefined) return state.metrics.tokens_per_second;
+  return (state.health as { tokens_per_second?: number | null } | null)?.tokens_per_second;
+}

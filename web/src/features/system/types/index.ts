@@ -10,6 +10,8 @@ export interface SystemMetrics {
   device?: string;
   memory_total_mb?: number;
   memory_free_mb?: number;
+  /** Completion tokens per second over the last minute's generations; null when there were none. */
+  tokens_per_second?: number | null;
 }
 
 export type { ConnectionState } from "@/lib/socket";
