@@ -131,6 +131,10 @@ export const api = {
   loadModel: (id: number) => request<ModelResponse>("POST", `/api/models/${id}/load`),
   /** POST /api/models/{id}/unload */
   unloadModel: (id: number) => request<ModelResponse>("POST", `/api/models/${id}/unload`),
+  /** POST /api/models/{id}/lock — the loaded model stays loaded whatever requests name. */
+  lockModel: (id: number) => request<ModelResponse>("POST", `/api/models/${id}/lock`),
+  /** POST /api/models/{id}/unlock */
+  unlockModel: (id: number) => request<ModelResponse>("POST", `/api/models/${id}/unlock`),
   /** DELETE /api/models/{id} */
   deleteModel: (id: number) => request<unknown>("DELETE", `/api/models/${id}`),
   /** GET /openapi.json (not enveloped). */

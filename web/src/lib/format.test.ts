@@ -1,4 +1,4 @@
-import { formatBytes, formatDuration, formatMb, formatSpeed, timeLeft } from "./format";
+import { formatBytes, formatClock, formatDuration, formatMb, formatSpeed, timeLeft } from "./format";
 
 describe("format", () => {
   it("formats sizes, speeds and durations", () => {
@@ -12,5 +12,12 @@ describe("format", () => {
     expect(formatDuration(185)).toBe("3m 05s");
     expect(timeLeft(500, 1500, 100)).toBe(10);
     expect(timeLeft(500, 1500, 0)).toBeNull();
+  });
+
+  it("formats an instant as the local time of day, with the date when not today", () => {
+    const now = new Date(2025, 5, 1, 9, 0);
+    expect(formatClock(new Date(2025, 5, 1, 14, 5).toISOString(), now)).toBe("14:05");
+    expect(formatClock(new Date(2025, 5, 2, 0, 30).toISOString(), now)).toBe("2025-06-02 00:30");
+    expect(formatClock("not a time", now)).toBe("—");
   });
 });

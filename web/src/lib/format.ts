@@ -50,3 +50,13 @@ export function timeLeft(
   if (!total || !bps || bps <= 0 || downloaded == null) return null;
   return Math.max(0, (total - downloaded) / bps);
 }
+
+/** "14:05" (local time) from an RFC 3339 instant; the date too when it is not today. */
+export function formatClock(iso: string, now: Date = new Date()): string {
+  const at = new Date(iso);
+  if (Number.isNaN(at.getTime())) return "—";
+  const pad = (n: number) => String(n).padStart(2, "0");
+  const time = `${pad(at.getHours())}:${pad(at.getMinutes())}`;
+  const sameDay = at.getFullYear() === now.getFullYear() && at.getMonth() === now.getMonth() && at.getDate() === now.getDate();
+  return sameDay ? time : `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())} ${time}`;
+}

@@ -4,6 +4,7 @@ import "@testing-library/jest-dom/vitest";
 import { cleanup } from "@testing-library/react";
 import { afterAll, afterEach, beforeAll, vi } from "vitest";
 import { useToastStore } from "@/components/ui/toast-store";
+import { useChatStore } from "@/features/chat/stores/chat-store";
 import { useModelsStore } from "@/features/models/stores/models-store";
 import { useSystemStore } from "@/features/system/stores/system-store";
 import { server } from "./server";
@@ -27,6 +28,7 @@ afterEach(() => {
   server.resetHandlers();
   useModelsStore.getState().reset();
   useSystemStore.getState().reset();
+  useChatStore.getState().reset();
   useToastStore.getState().reset();
   if (unhandled.length > 0) throw new Error(`Requests no MSW handler answered: ${unhandled.splice(0).join(", ")}`);
 });

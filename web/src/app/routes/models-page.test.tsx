@@ -1,4 +1,5 @@
 import { act, render, screen, within } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
 import { http } from "msw";
 import { App } from "../app";
 import { useSystemStore } from "@/features/system/stores/system-store";
@@ -58,5 +59,25 @@ describe("ModelsPage", () => {
     expect(screen.getByTestId("memory-info")).toHaveTextContent("2.0 GB / 8.0 GB");
     expect(screen.getByTestId("gpu-info")).toHaveTextContent("2.0 GB / 8.0 GB");
     expect(screen.getByTestId("connection-state")).toHaveTextContent("Reconnecting…");
+  });
+
+  it("shows the chat with the loaded model, and its card's Chat button moves there", async () => {
+    server.use(
+      http.get("*/api/models", () => ok([makeModel({ id: 2, name: "newer", status: "loaded" }), makeModel({ id: 1, name: "older" })])),
+      http.get("*/api/health", () => ok(makeHealth())),
+    );
+    const user = userEvent.setup();
+    render(<App />);
+    const panel = await screen.findByTestId("chat-panel");
+    expect(within(panel).getByRole("heading", { name: "Chat with newer" })).toBeInTheDocument();
+    await user.click(screen.getByRole("button", { name: "Chat" }));
+    expect(within(panel).getByRole("textbox", { name: "Message" })).toHaveFocus();
+  });
+
+  it("shows no chat while no model is loaded", async () => {
+    server.use(http.get("*/api/models", () => ok([makeModel()])), http.get("*/api/health", () => ok(makeHealth())));
+    render(<App />);
+    await screen.findByText("tiny-llama");
+    expect(screen.queryByTestId("chat-panel")).not.toBeInTheDocument();
   });
 });

@@ -1,9 +1,12 @@
-//! The models page (the only page): forms on one side, the registry on the other.
-import { useEffect } from "react";
-import { fetchLoadedModel, fetchModels } from "@/features/models/api/model-actions";
+//! The models page (the only page): forms on one side; the chat with the loaded model and the
+//! registry on the other.
+import { useEffect, useState } from "react";
+import { ChatPanel } from "@/features/chat/components/chat-panel";
+import { fetchLoadedModel, fetchModels, refreshModel } from "@/features/models/api/model-actions";
 import { DownloadForm } from "@/features/models/components/download-form";
 import { LocalForm } from "@/features/models/components/local-form";
 import { ModelList } from "@/features/models/components/model-list";
+import { selectLoadedModel, useModelsStore } from "@/features/models/stores/models-store";
 import { fetchHealth } from "@/features/system/api/system-actions";
 import { SystemStatus } from "@/features/system/components/system-status";
 import { selectDeviceMemory, useSystemStore } from "@/features/system/stores/system-store";
@@ -11,12 +14,22 @@ import { selectDeviceMemory, useSystemStore } from "@/features/system/stores/sys
 export function ModelsPage() {
   // The forms are fed the free memory here, so the features stay independent.
   const freeMemoryMb = useSystemStore((s) => selectDeviceMemory(s).freeMb);
+  const loadedModel = useModelsStore(selectLoadedModel);
+  // Each Chat click on the loaded model's card brings the chat's message box into view and focus.
+  const [chatRequest, setChatRequest] = useState(0);
 
   useEffect(() => {
     void fetchModels();
     void fetchLoadedModel();
     void fetchHealth();
   }, []);
+
+  // An answer uses the model: its idle-unload time moved.
+  const onAnswered = () => {
+    if (!loadedModel) return;
+    if (useModelsStore.getState().models.some((m) => m.id === loadedModel.id)) void refreshModel(loadedModel.id);
+    else void fetchLoadedModel();
+  };
 
   return (
     <>
@@ -39,7 +52,8 @@ export function ModelsPage() {
           <LocalForm />
         </div>
         <div className="column">
-          <ModelList freeMemoryMb={freeMemoryMb} />
+          {loadedModel && <ChatPanel model={loadedModel} focusRequest={chatRequest} onAnswered={onAnswered} />}
+          <ModelList freeMemoryMb={freeMemoryMb} onChat={() => setChatRequest((n) => n + 1)} />
         </div>
       </main>
     </>

@@ -7,8 +7,20 @@ import type { ModelDownloadRequest, ModelPreviewResponse, ModelResponse } from "
 
 const store = () => useModelsStore.getState();
 
-/** Shows a failed request as a toast with the server's message. */
+/**
+ * Shows a failed request as a toast with the server's message. A refusal because another
+ * model is locked names that model and what to do, whatever the action was.
+ */
 export function reportError(error: unknown, title?: string): void {
+  if (error instanceof ApiError && error.code === "MODEL_LOCKED") {
+    const lockedId = Number(error.details.locked_model_id);
+    const { models, loadedModel } = store();
+    const locked = [...models, ...(loadedModel ? [loadedModel] : [])].find((m) => m.id === lockedId);
+    // The server names the model by id; the page knows its name.
+    const message = locked ? `${locked.name} is locked in memory: unlock it on its card first.` : error.message;
+    toast.error(message, title ? `${title}: a model is locked` : "A model is locked");
+    return;
+  }
   toast.error(errorMessage(error), title);
 }
 
@@ -141,6 +153,8 @@ async function onModel(id: number, title: string, call: () => Promise<ModelRespo
 
 export const loadModel = (id: number) => onModel(id, "Load failed", () => api.loadModel(id));
 export const unloadModel = (id: number) => onModel(id, "Unload failed", () => api.unloadModel(id));
+export const lockModel = (id: number) => onModel(id, "Lock failed", () => api.lockModel(id));
+export const unlockModel = (id: number) => onModel(id, "Unlock failed", () => api.unlockModel(id));
 export const cancelDownload = (id: number) => onModel(id, "Cancel failed", () => api.cancelDownload(id));
 export const retryDownload = (id: number, hfToken?: string) =>
   onModel(id, "Retry failed", () => api.retryDownload(id, hfToken));

@@ -37,7 +37,8 @@ describe("ModelCard", () => {
     [{ status: "downloading" }, ["Cancel"]],
     [{ status: "ready" }, ["Load", "Delete"]],
     [{ status: "loading" }, []],
-    [{ status: "loaded" }, ["Unload"]],
+    [{ status: "loaded" }, ["Lock", "Unload"]],
+    [{ status: "loaded", locked: true }, ["Unlock", "Unload"]],
     // A cancelled or failed Hub download has a revision (set when it starts) but no files.
     [{ status: "error", source: "huggingface", revision: "abc123", local_path: null }, ["Retry", "Delete"]],
     [{ status: "error", source: "huggingface", revision: null }, ["Retry", "Delete"]],
@@ -260,5 +261,80 @@ describe("ModelCard queued download", () => {
     expect(screen.getByTestId("download-queued")).toHaveTextContent("Waiting for a download slot");
     rerender(<ModelCard model={makeModel({ status: "downloading", queued: false, downloaded_bytes: 10 })} />);
     expect(screen.queryByTestId("download-queued")).not.toBeInTheDocument();
+  });
+});
+
+describe("ModelCard lock", () => {
+  it("locks the loaded model, shows the badge, and unlocks it", async () => {
+    const calls: string[] = [];
+    server.use(
+      http.post("*/api/models/1/lock", () => {
+        calls.push("lock");
+        return ok(makeModel({ status: "loaded", locked: true, idle_unload_at: null }));
+      }),
+      http.post("*/api/models/1/unlock", () => {
+        calls.push("unlock");
+        return ok(makeModel({ status: "loaded", locked: false }));
+      }),
+    );
+    const { user } = setup({ status: "loaded", locked: false });
+    expect(screen.queryByTestId("model-locked")).not.toBeInTheDocument();
+    await user.click(screen.getByRole("button", { name: "Lock" }));
+    expect(await screen.findByTestId("model-locked")).toHaveTextContent("Locked");
+    expect(screen.queryByRole("button", { name: "Lock" })).not.toBeInTheDocument();
+    await user.click(screen.getByRole("button", { name: "Unlock" }));
+    await vi.waitFor(() => expect(screen.queryByTestId("model-locked")).not.toBeInTheDocument());
+    expect(screen.getByRole("button", { name: "Lock" })).toBeInTheDocument();
+    expect(calls).toEqual(["lock", "unlock"]);
+  });
+
+  it("says when the loaded model unloads if left idle", () => {
+    const at = new Date();
+    at.setHours(14, 5, 0, 0);
+    setup({ status: "loaded", idle_unload_at: at.toISOString() });
+    expect(screen.getByTestId("idle-unload")).toHaveTextContent("Unloads when idle at 14:05");
+  });
+
+  it("shows no lock or idle time on a model that is not loaded", () => {
+    setup({ status: "ready", locked: false, idle_unload_at: "2025-01-01T10:00:00Z" });
+    expect(screen.queryByTestId("idle-unload")).not.toBeInTheDocument();
+    expect(screen.queryByRole("button", { name: "Lock" })).not.toBeInTheDocument();
+  });
+
+  it("names the locked model when a load is refused with MODEL_LOCKED", async () => {
+    const locked = makeModel({ id: 9, name: "big-llama", status: "loaded", locked: true });
+    server.use(
+      http.post("*/api/models/1/load", () => fail("MODEL_LOCKED", "Model 9 is locked in memory; unlock it first.", 409, { locked_model_id: 9 })),
+      http.get("*/api/models/1", () => ok(makeModel({ status: "ready" }))),
+    );
+    useModelsStore.getState().setModels([makeModel({ status: "ready" }), locked]);
+    const user = userEvent.setup();
+    render(
+      <>
+        <StoreCard id={1} />
+        <Toaster />
+      </>,
+    );
+    await user.click(screen.getByRole("button", { name: "Load" }));
+    const alert = await screen.findByRole("alert");
+    expect(alert).toHaveTextContent("a model is locked");
+    expect(alert).toHaveTextContent("big-llama is locked in memory: unlock it on its card first.");
+  });
+
+  it("warns in the switch dialog that the loaded model is locked", async () => {
+    const locked = makeModel({ id: 9, name: "big-llama", status: "loaded", locked: true });
+    useModelsStore.getState().setModels([makeModel({ status: "ready" })]);
+    const user = userEvent.setup();
+    render(<ModelCard model={makeModel({ status: "ready" })} loadedModel={locked} />);
+    await user.click(screen.getByRole("button", { name: "Load" }));
+    expect(screen.getByTestId("switch-locked")).toHaveTextContent("big-llama is locked in memory");
+  });
+
+  it("opens the chat from the loaded model's card", async () => {
+    const onChat = vi.fn();
+    const user = userEvent.setup();
+    render(<ModelCard model={makeModel({ status: "loaded" })} onChat={onChat} />);
+    await user.click(screen.getByRole("button", { name: "Chat" }));
+    expect(onChat).toHaveBeenCalledWith(expect.objectContaining({ id: 1 }));
   });
 });

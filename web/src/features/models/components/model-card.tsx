@@ -1,6 +1,7 @@
 //! One model: what it is, where it stands (live progress), whether it fits the
 //! device's memory now, and the actions its status allows. Delete, and a load
-//! that unloads another model, ask for confirmation first.
+//! that unloads another model, ask for confirmation first. The loaded model can
+//! be locked in memory, says when it unloads if left idle, and opens the chat.
 import { useId, useState, type FormEvent } from "react";
 import { Badge, type BadgeTone } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
@@ -8,8 +9,8 @@ import { Card } from "@/components/ui/card";
 import { Modal } from "@/components/ui/modal";
 import { Input } from "@/components/ui/input";
 import { ProgressBar } from "@/components/ui/progress-bar";
-import { bytesToMb, formatBytes, formatDuration, formatMb, formatSpeed, timeLeft } from "@/lib/format";
-import { cancelDownload, deleteModel, loadModel, retryDownload, unloadModel } from "../api/model-actions";
+import { bytesToMb, formatBytes, formatClock, formatDuration, formatMb, formatSpeed, timeLeft } from "@/lib/format";
+import { cancelDownload, deleteModel, loadModel, lockModel, retryDownload, unlockModel, unloadModel } from "../api/model-actions";
 import { useModelsStore } from "../stores/models-store";
 import type { ModelResponse, ModelStatus } from "../types";
 import { memoryFit } from "../utils/memory-fit";
@@ -33,12 +34,14 @@ const STATUS_TONE: Record<ModelStatus, BadgeTone> = {
  * names its folder in `local_path`; otherwise it offers Retry, which resumes the
  * download and skips the files already on disk.
  */
-export function allowedActions(model: Pick<ModelResponse, "status" | "source" | "local_path">) {
+export function allowedActions(model: Pick<ModelResponse, "status" | "source" | "local_path" | "locked">) {
   const s = model.status;
   const hasFiles = model.local_path != null;
   return {
     load: s === "ready" || (s === "error" && hasFiles),
     unload: s === "loaded",
+    lock: s === "loaded" && !model.locked,
+    unlock: s === "loaded" && !!model.locked,
     cancel: s === "downloading",
     retry: s === "error" && model.source === "huggingface",
     delete: s !== "loaded" && s !== "loading" && s !== "downloading",
@@ -51,9 +54,11 @@ export interface ModelCardProps {
   freeMemoryMb?: number | null;
   /** The model in memory now, which loading this one would unload. */
   loadedModel?: ModelResponse | null;
+  /** Opens the chat with this (loaded) model; no Chat button without it. */
+  onChat?: (model: ModelResponse) => void;
 }
 
-export function ModelCard({ model, freeMemoryMb = null, loadedModel = null }: ModelCardProps) {
+export function ModelCard({ model, freeMemoryMb = null, loadedModel = null, onChat }: ModelCardProps) {
   const titleId = useId();
   const pending = useModelsStore((s) => !!s.pending[model.id]);
   const loadProgress = useModelsStore((s) => s.loadProgress[model.id]);
@@ -90,9 +95,16 @@ export function ModelCard({ model, freeMemoryMb = null, loadedModel = null }: Mo
             {model.source === "huggingface" ? model.repo_id : model.local_path}
           </p>
         </div>
-        <Badge tone={STATUS_TONE[model.status]} className="badge-status" data-testid="model-status">
-          {model.status}
-        </Badge>
+        <div className="badges model-badges">
+          {model.status === "loaded" && model.locked && (
+            <Badge tone="warning" data-testid="model-locked" title="Requests naming other models do not replace it.">
+              <span aria-hidden="true">🔒&nbsp;</span>Locked
+            </Badge>
+          )}
+          <Badge tone={STATUS_TONE[model.status]} className="badge-status" data-testid="model-status">
+            {model.status}
+          </Badge>
+        </div>
       </header>
 
       <dl className="facts facts-compact">
@@ -179,6 +191,13 @@ export function ModelCard({ model, freeMemoryMb = null, loadedModel = null }: Mo
         </dl>
       )}
 
+      {model.status === "loaded" && model.idle_unload_at && (
+        <p className="field-hint idle-unload" data-testid="idle-unload">
+          Unloads when idle at <time dateTime={model.idle_unload_at}>{formatClock(model.idle_unload_at)}</time>: each request
+          moves this later.
+        </p>
+      )}
+
       {model.status === "error" && model.error_message && (
         <p className="model-error" data-testid="model-error">
           {model.error_message}
@@ -186,9 +205,31 @@ export function ModelCard({ model, freeMemoryMb = null, loadedModel = null }: Mo
       )}
 
       <div className="model-actions" role="group" aria-label={`Actions for ${model.name}`}>
+        {model.status === "loaded" && onChat && (
+          <Button variant="primary" size="sm" onClick={() => onChat(model)} aria-describedby={titleId}>
+            Chat
+          </Button>
+        )}
         {actions.load && (
           <Button variant="primary" size="sm" busy={pending} onClick={onLoad} aria-describedby={titleId}>
             Load
+          </Button>
+        )}
+        {actions.lock && (
+          <Button
+            variant="secondary"
+            size="sm"
+            busy={pending}
+            onClick={() => lockModel(model.id)}
+            aria-describedby={titleId}
+            title="Keep this model loaded: requests naming other models do not replace it, and it is not unloaded when idle."
+          >
+            Lock
+          </Button>
+        )}
+        {actions.unlock && (
+          <Button variant="secondary" size="sm" busy={pending} onClick={() => unlockModel(model.id)} aria-describedby={titleId}>
+            Unlock
           </Button>
         )}
         {actions.unload && (
@@ -252,6 +293,11 @@ export function ModelCard({ model, freeMemoryMb = null, loadedModel = null }: Mo
           One model is in memory at a time: {unloads?.name} is unloaded first, and requests it is serving are given up to the
           server's grace period to finish.
         </p>
+        {unloads?.locked && (
+          <p className="model-error" data-testid="switch-locked">
+            {unloads.name} is locked in memory: the server refuses to replace it until it is unlocked on its card.
+          </p>
+        )}
         {fit && !fit.fits && (
           <p className="model-error">
             Even then {model.name} needs {formatMb(fit.neededMb)} and about {formatMb(fit.availableMb)} would be free: the server

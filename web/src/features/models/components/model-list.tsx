@@ -6,7 +6,7 @@ import { Input } from "@/components/ui/input";
 import { Select } from "@/components/ui/select";
 import { showModels } from "../api/model-actions";
 import { PAGE_SIZE, useModelsStore } from "../stores/models-store";
-import { MODEL_STATUSES, type ModelStatus } from "../types";
+import { MODEL_STATUSES, type ModelResponse, type ModelStatus } from "../types";
 import { ModelCard } from "./model-card";
 
 /** Typing pauses this long before the search is sent. */
@@ -20,9 +20,11 @@ const STATUS_OPTIONS = [
 export interface ModelListProps {
   /** Free memory of the load device now (MiB), for each card's fit. */
   freeMemoryMb?: number | null;
+  /** Opens the chat with the loaded model (its card's Chat button). */
+  onChat?: (model: ModelResponse) => void;
 }
 
-export function ModelList({ freeMemoryMb = null }: ModelListProps) {
+export function ModelList({ freeMemoryMb = null, onChat }: ModelListProps) {
   const models = useModelsStore((s) => s.models);
   const total = useModelsStore((s) => s.total);
   const query = useModelsStore((s) => s.query);
@@ -92,7 +94,7 @@ export function ModelList({ freeMemoryMb = null }: ModelListProps) {
       <ul className="model-list" data-testid="model-list">
         {models.map((m) => (
           <li key={m.id}>
-            <ModelCard model={m} freeMemoryMb={freeMemoryMb} loadedModel={loadedModel} />
+            <ModelCard model={m} freeMemoryMb={freeMemoryMb} loadedModel={loadedModel} onChat={onChat} />
           </li>
         ))}
       </ul>

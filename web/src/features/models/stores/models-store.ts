@@ -118,6 +118,11 @@ function without<T>(record: Record<number, T>, id: number): Record<number, T> {
   return next;
 }
 
+/** The model in memory: its card on this page if shown (the freshest), else the one fetched aside. */
+export function selectLoadedModel(state: Pick<ModelsState, "models" | "loadedModel">): ModelResponse | null {
+  return state.models.find((m) => m.status === "loaded") ?? state.loadedModel;
+}
+
 export const useModelsStore = create<ModelsState>()((set) => ({
   ...initial,
 
