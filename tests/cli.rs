@@ -1,6 +1,14 @@
 //! The `millm` binary as a client: run as a child process against a live server started in this
 //! process and the in-process fake Hub. Pull with progress, Ctrl-C that cancels on the server,
-//! the list/show/load/ps/unload/rm round trip, server errors and a server that is not running.
+//! the list/show/load/ps/unload/rm round trip, server errors and a server that is not running;
+//! `millm run` on a pseudo-terminal and `lock`/`unlock`/`ps` in `cli/run.rs`.
+
+#[cfg(unix)]
+#[path = "cli/pty.rs"]
+mod pty;
+#[cfg(unix)]
+#[path = "cli/run.rs"]
+mod run_chat;
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -22,15 +30,24 @@ struct Server {
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     http: reqwest::Client,
+    /// The server's API key, sent by the helpers (not by `millm`, which is told separately).
+    key: Option<String>,
 }
 
 impl Server {
     async fn start(hub: Option<&FakeHub>) -> Server {
+        Server::start_with(hub, |_| {}).await
+    }
+
+    /// A server whose settings `adjust` changes first.
+    async fn start_with(hub: Option<&FakeHub>, adjust: impl FnOnce(&mut Settings)) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = Settings::for_data_dir(dir.path().join("data"));
         if let Some(hub) = hub {
             settings.hf_endpoint = hub.endpoint();
         }
+        adjust(&mut settings);
+        let key = settings.api_key.as_ref().map(|k| k.expose().to_string());
         let app = App::build(settings).await.expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown_token();
@@ -41,13 +58,22 @@ impl Server {
             shutdown,
             handle,
             http: reqwest::Client::new(),
+            key,
+        }
+    }
+
+    /// A request to this server, with its key when it has one.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
         }
     }
 
     async fn get(&self, path: &str) -> Value {
         let body: Value = self
-            .http
-            .get(format!("{}{path}", self.base))
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .expect("request completes")
@@ -345,7 +371,8 @@ async fn a_server_that_is_not_running_is_one_clear_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_subcommand_has_help_with_examples() {
     for sub in [
-        "serve", "openapi", "preview", "pull", "add", "list", "show", "load", "unload", "rm", "ps",
+        "serve", "openapi", "preview", "pull", "add", "list", "show", "load", "run", "lock",
+        "unlock", "unload", "rm", "ps",
     ] {
         let out = run(millm_at("http://127.0.0.1:1", &[sub, "--help"])).await;
         let stdout = ok(&out);

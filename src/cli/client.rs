@@ -1,5 +1,5 @@
-//! A typed HTTP client of a running miLLM server: unwraps the envelope and turns every failure
-//! into one `ClientError` that prints as one line.
+//! A typed HTTP client of a running miLLM server: unwraps the envelope (and reads `/v1`'s
+//! OpenAI-shaped errors) and turns every failure into one `ClientError` that prints as one line.
 
 use std::fmt;
 use std::time::Duration;
@@ -32,10 +32,14 @@ impl fmt::Display for ClientError {
                 f,
                 "cannot reach the server at {url}: is `millm serve` running?"
             ),
-            ClientError::Api { code, .. } if code == "UNAUTHORIZED" => write!(
+            ClientError::Api { code, .. }
+                if code == "UNAUTHORIZED" || code == "invalid_api_key" =>
+            {
+                write!(
                 f,
                 "the server needs its API key: pass --api-key KEY or set MILLM_API_KEY ({code})"
-            ),
+            )
+            }
             ClientError::Api { code, message, .. } => write!(f, "{message} ({code})"),
             ClientError::Other(message) => f.write_str(message),
         }
@@ -59,11 +63,43 @@ struct WireError {
     message: String,
 }
 
+/// A `/v1` error answer: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Deserialize)]
+struct OpenAiError {
+    error: OpenAiErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct OpenAiErrorDetail {
+    message: String,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// The error a `/v1` error body (or a streamed `{"error": …}` chunk) stands for, if it is one.
+pub fn openai_error(status: u16, body: &Value) -> Option<ClientError> {
+    let e: OpenAiError = serde_json::from_value(body.clone()).ok()?;
+    let code = e
+        .error
+        .code
+        .or(e.error.kind)
+        .unwrap_or_else(|| "server_error".into());
+    Some(ClientError::Api {
+        status,
+        code,
+        message: e.error.message,
+    })
+}
+
 /// The client; cheap to clone.
 #[derive(Clone)]
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// For answers that take as long as the model needs: no overall timeout.
+    generation: reqwest::Client,
     api_key: Option<String>,
 }
 
@@ -85,6 +121,10 @@ impl Client {
             .timeout(Duration::from_secs(300))
             .build()
             .map_err(|e| ClientError::Other(format!("cannot set up HTTP: {e}")))?;
+        let generation = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClientError::Other(format!("cannot set up HTTP: {e}")))?;
         let api_key = api_key
             .map(str::trim)
             .filter(|k| !k.is_empty())
@@ -92,6 +132,7 @@ impl Client {
         Ok(Client {
             base,
             http,
+            generation,
             api_key,
         })
     }
@@ -114,21 +155,34 @@ impl Client {
         })
     }
 
-    async fn call<T: DeserializeOwned>(
+    fn request(
         &self,
+        http: &reqwest::Client,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url);
+    ) -> reqwest::RequestBuilder {
+        let mut request = http.request(method, format!("{}{path}", self.base));
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| self.transport(e))?;
+        request
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, ClientError> {
+        let response = self
+            .request(&self.http, method, path, body)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
         let text = response.text().await.map_err(|e| self.transport(e))?;
         let envelope: Envelope = serde_json::from_str(&text).map_err(|_| {
@@ -155,6 +209,36 @@ impl Client {
         })
     }
 
+    /// `POST /v1/chat/completions`: the response once its status is a success (the caller
+    /// reads the body, streamed or not), else the `/v1` error it carries.
+    pub async fn chat(&self, body: &Value) -> Result<reqwest::Response, ClientError> {
+        let path = "/v1/chat/completions";
+        let response = self
+            .request(&self.generation, reqwest::Method::POST, path, Some(body))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.map_err(|e| self.transport(e))?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let status = status.as_u16();
+        if let Some(e) = openai_error(status, &body) {
+            return Err(e);
+        }
+        Err(ClientError::Other(format!(
+            "the server at {} answered {path} with HTTP {status} and a body that is not an OpenAI error: is --url right?",
+            self.base
+        )))
+    }
+
+    /// A failure while reading a streamed answer, worded as one line.
+    pub fn read_failed(&self, e: reqwest::Error) -> ClientError {
+        self.transport(e)
+    }
+
     fn transport(&self, e: reqwest::Error) -> ClientError {
         if e.is_connect() {
             ClientError::Unreachable {
@@ -178,6 +262,17 @@ impl Client {
     /// `GET /api/health`.
     pub async fn health(&self) -> Result<HealthResponse, ClientError> {
         self.call(reqwest::Method::GET, "/api/health", None).await
+    }
+
+    /// `GET /api/health` as the server's JSON, for fields this client's types do not name.
+    pub async fn health_json(&self) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, "/api/health", None).await
+    }
+
+    /// `GET /api/models/{id}` as the server's JSON, for fields this client's types do not name.
+    pub async fn get_json(&self, id: i64) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, &format!("/api/models/{id}"), None)
+            .await
     }
 
     /// `GET /api/models`.
@@ -228,6 +323,26 @@ impl Client {
         self.call(
             reqwest::Method::POST,
             &format!("/api/models/{id}/unload"),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /api/models/{id}/lock`.
+    pub async fn lock(&self, id: i64) -> Result<ModelResponse, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/models/{id}/lock"),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /api/models/{id}/unlock`.
+    pub async fn unlock(&self, id: i64) -> Result<ModelResponse, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/models/{id}/unlock"),
             None,
         )
         .await

@@ -5,19 +5,20 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
+use super::chat::RunOptions;
 use super::client::{Client, ClientError};
 use super::progress::{human_bytes, note, Bar, Follow, Job, Update};
 use super::ClientCommand;
-use crate::api::schema::{ModelPreviewResponse, ModelResponse};
+use crate::api::schema::{HealthResponse, ModelPreviewResponse, ModelResponse};
 use crate::domain::ModelStatus;
 
 /// The exit status after Ctrl-C, as shells report a SIGINT.
 const INTERRUPTED: u8 = 130;
 
 /// How a command ended, beyond success.
-enum Failure {
+pub(super) enum Failure {
     /// Print `millm: {error}` and exit 1.
     Error(ClientError),
     /// Ctrl-C; already reported.
@@ -30,9 +31,9 @@ impl From<ClientError> for Failure {
     }
 }
 
-type Outcome = Result<(), Failure>;
+pub(super) type Outcome = Result<(), Failure>;
 
-fn fail(message: impl Into<String>) -> Failure {
+pub(super) fn fail(message: impl Into<String>) -> Failure {
     Failure::Error(ClientError::Other(message.into()))
 }
 
@@ -96,6 +97,33 @@ async fn dispatch(client: &Client, command: ClientCommand) -> Outcome {
         ClientCommand::List { json } => list(client, json).await,
         ClientCommand::Show { model, json } => show(client, &model, json).await,
         ClientCommand::Load { model, wait } => load(client, &model, wait).await,
+        ClientCommand::Run {
+            model,
+            prompt,
+            system,
+            temperature,
+            top_p,
+            max_tokens,
+            seed,
+            json,
+            verbose,
+        } => {
+            let prompt = (!prompt.is_empty()).then(|| prompt.join(" "));
+            let options = RunOptions {
+                model,
+                prompt,
+                system,
+                temperature,
+                top_p,
+                max_tokens,
+                seed,
+                json,
+                verbose,
+            };
+            super::chat::run(client, options).await
+        }
+        ClientCommand::Lock { model } => lock(client, model.as_deref(), true).await,
+        ClientCommand::Unlock { model } => lock(client, model.as_deref(), false).await,
         ClientCommand::Unload { model } => unload(client, model.as_deref()).await,
         ClientCommand::Rm { model, yes } => rm(client, &model, yes).await,
         ClientCommand::Ps { json } => ps(client, json).await,
@@ -117,7 +145,7 @@ fn hub_token_to_send(client: &Client, token: Option<String>, allowed: bool) -> O
     None
 }
 
-fn print_json(value: &impl serde::Serialize) {
+pub(super) fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
         Err(e) => eprintln!("millm: cannot print JSON: {e}"),
@@ -156,7 +184,6 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// A Ctrl-C listener, installed before the work starts so the first Ctrl-C is ours.
 /// How following a job on the server ended.
 enum Followed {
     Done,
@@ -198,13 +225,14 @@ async fn follow_job(
     outcome
 }
 
-struct Interrupt {
+/// A Ctrl-C listener, installed before the work starts so the first Ctrl-C is ours.
+pub(super) struct Interrupt {
     #[cfg(unix)]
     signal: Option<tokio::signal::unix::Signal>,
 }
 
 impl Interrupt {
-    fn install() -> Interrupt {
+    pub(super) fn install() -> Interrupt {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -218,7 +246,8 @@ impl Interrupt {
         }
     }
 
-    async fn recv(&mut self) {
+    /// Waits for the next Ctrl-C.
+    pub(super) async fn recv(&mut self) {
         #[cfg(unix)]
         {
             match &mut self.signal {
@@ -439,13 +468,7 @@ async fn show(client: &Client, wanted: &str, as_json: bool) -> Outcome {
         ("error", or_dash(m.error_message.as_deref())),
         ("device", or_dash(m.device.as_deref())),
         ("dtype", or_dash(m.dtype.as_deref())),
-        (
-            "memory (held)",
-            m.memory_footprint
-                .and_then(|b| u64::try_from(b).ok())
-                .map(human_bytes)
-                .unwrap_or_else(|| "-".into()),
-        ),
+        ("memory (held)", held(&m)),
         ("created", or_dash(m.created_at.as_deref())),
         ("loaded at", or_dash(m.loaded_at.as_deref())),
     ];
@@ -468,39 +491,79 @@ async fn load(client: &Client, wanted: &str, wait: bool) -> Outcome {
         return Ok(());
     }
     let mut interrupt = Interrupt::install();
-    let mut follow = Follow::start(client, Job::Load).await;
-    follow.set_model(m.id);
-    let started = client.load(m.id).await?;
-    let bar = Bar::new(Job::Load, &format!("loading {}", started.name));
-    let first = super::progress::from_model(Job::Load, &started);
-    if let Followed::Interrupted = follow_job(bar, follow, &mut interrupt, first).await? {
-        note("interrupted: the load goes on on the server (unload it with `millm unload`)");
-        return Err(Failure::Interrupted);
-    }
-    let m = client.get(m.id).await?;
+    let m = load_following(client, &m, true, &mut interrupt).await?;
     println!(
         "Loaded {} (id {}) on {} as {}, holding {}.",
         m.name,
         m.id,
         or_dash(m.device.as_deref()),
         or_dash(m.dtype.as_deref()),
-        m.memory_footprint
-            .and_then(|b| u64::try_from(b).ok())
-            .map(human_bytes)
-            .unwrap_or_else(|| "-".into())
+        held(&m)
     );
     Ok(())
 }
 
-async fn unload(client: &Client, wanted: Option<&str>) -> Outcome {
-    let id = match wanted {
+/// Loads `m` (when `start`; else follows the load already running) with the load bar until
+/// it is in memory, and returns it loaded. Ctrl-C leaves the load running on the server.
+pub(super) async fn load_following(
+    client: &Client,
+    m: &ModelResponse,
+    start: bool,
+    interrupt: &mut Interrupt,
+) -> Result<ModelResponse, Failure> {
+    let mut follow = Follow::start(client, Job::Load).await;
+    follow.set_model(m.id);
+    let started = if start {
+        client.load(m.id).await?
+    } else {
+        client.get(m.id).await?
+    };
+    let bar = Bar::new(Job::Load, &format!("loading {}", started.name));
+    let first = super::progress::from_model(Job::Load, &started);
+    if let Followed::Interrupted = follow_job(bar, follow, interrupt, first).await? {
+        note("interrupted: the load goes on on the server (unload it with `millm unload`)");
+        return Err(Failure::Interrupted);
+    }
+    Ok(client.get(m.id).await?)
+}
+
+/// The memory a loaded model holds, for a person.
+fn held(m: &ModelResponse) -> String {
+    m.memory_footprint
+        .and_then(|b| u64::try_from(b).ok())
+        .map(human_bytes)
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The model `wanted` names, else the loaded one.
+async fn named_or_loaded(client: &Client, wanted: Option<&str>) -> Result<i64, Failure> {
+    Ok(match wanted {
         Some(w) => client.resolve(w).await?.id,
         None => client
             .health()
             .await?
             .loaded_model_id
             .ok_or_else(|| fail("no model is loaded"))?,
-    };
+    })
+}
+
+async fn lock(client: &Client, wanted: Option<&str>, locked: bool) -> Outcome {
+    let id = named_or_loaded(client, wanted).await?;
+    if locked {
+        let m = client.lock(id).await?;
+        println!(
+            "Locked {} (id {}): requests naming other models do not replace it. Unlock it with `millm unlock`.",
+            m.name, m.id
+        );
+    } else {
+        let m = client.unlock(id).await?;
+        println!("Unlocked {} (id {}).", m.name, m.id);
+    }
+    Ok(())
+}
+
+async fn unload(client: &Client, wanted: Option<&str>) -> Outcome {
+    let id = named_or_loaded(client, wanted).await?;
     let m = client.unload(id).await?;
     println!("Unloaded {} (id {}).", m.name, m.id);
     Ok(())
@@ -547,21 +610,33 @@ async fn rm(client: &Client, wanted: &str, yes: bool) -> Outcome {
 }
 
 async fn ps(client: &Client, as_json: bool) -> Outcome {
-    let health = client.health().await?;
-    let loaded = match health.loaded_model_id {
-        Some(id) => Some(client.get(id).await?),
+    // As JSON first: `locked`, `idle_unload_at` and `tokens_per_second` are read from it.
+    let health_json = client.health_json().await?;
+    let health: HealthResponse = typed(&health_json, "/api/health")?;
+    let loaded_json = match health.loaded_model_id {
+        Some(id) => Some(client.get_json(id).await?),
         None => None,
     };
+    let tokens_per_second = health_json["tokens_per_second"].as_f64();
     if as_json {
-        print_json(&json!({"loaded": loaded, "memory": health.memory}));
+        print_json(&json!({
+            "loaded": loaded_json,
+            "memory": health.memory,
+            "tokens_per_second": tokens_per_second,
+        }));
         return Ok(());
     }
-    match &loaded {
-        Some(m) => {
-            let held = m
-                .memory_footprint
-                .and_then(|b| u64::try_from(b).ok())
-                .map(human_bytes)
+    match &loaded_json {
+        Some(raw) => {
+            let m: ModelResponse = typed(raw, "/api/models/{id}")?;
+            let locked = if raw["locked"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "no"
+            };
+            let idle_unload = raw["idle_unload_at"]
+                .as_str()
+                .map(|at| until(at, chrono::Utc::now()))
                 .unwrap_or_else(|| "-".into());
             table(
                 &[
@@ -571,6 +646,8 @@ async fn ps(client: &Client, as_json: bool) -> Outcome {
                     "DEVICE",
                     "DTYPE",
                     "MEMORY",
+                    "LOCKED",
+                    "IDLE UNLOAD",
                     "LOADED AT",
                 ],
                 &[vec![
@@ -579,7 +656,9 @@ async fn ps(client: &Client, as_json: bool) -> Outcome {
                     m.quantization.to_string(),
                     or_dash(m.device.as_deref()),
                     or_dash(m.dtype.as_deref()),
-                    held,
+                    held(&m),
+                    locked.to_string(),
+                    idle_unload,
                     or_dash(m.loaded_at.as_deref()),
                 ]],
             );
@@ -593,5 +672,50 @@ async fn ps(client: &Client, as_json: bool) -> Outcome {
         human_bytes(mem.free_mb << 20),
         human_bytes(mem.total_mb << 20)
     );
+    match tokens_per_second {
+        Some(rate) => println!("Generation: {rate:.1} tokens/s over the last minute."),
+        None => println!("Generation: none in the last minute."),
+    }
     Ok(())
+}
+
+/// `data` as `T`, or why the answer of `path` is not what this client expects.
+fn typed<T: serde::de::DeserializeOwned>(data: &Value, path: &str) -> Result<T, Failure> {
+    serde_json::from_value(data.clone()).map_err(|e| {
+        fail(format!(
+            "unexpected answer from {path} (is the server the same version as this client?): {e}"
+        ))
+    })
+}
+
+/// When an RFC 3339 time comes, from `now`: `in 4m 05s`, `in 1h 02m`, `due now`; the text as
+/// given when it does not parse.
+fn until(at: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Ok(at) = chrono::DateTime::parse_from_rfc3339(at) else {
+        return at.to_string();
+    };
+    let secs = (at.with_timezone(&chrono::Utc) - now).num_seconds();
+    match secs {
+        ..=0 => "due now".into(),
+        1..=59 => format!("in {secs}s"),
+        60..=3599 => format!("in {}m {:02}s", secs / 60, secs % 60),
+        _ => format!("in {}h {:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn until_says_how_long_is_left() {
+        let now = chrono::DateTime::parse_from_rfc3339("2025-01-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(until("2025-01-01T12:00:42Z", now), "in 42s");
+        assert_eq!(until("2025-01-01T12:04:05Z", now), "in 4m 05s");
+        assert_eq!(until("2025-01-01T13:02:00+00:00", now), "in 1h 02m");
+        assert_eq!(until("2025-01-01T11:59:00Z", now), "due now");
+        assert_eq!(until("soon", now), "soon");
+    }
 }

@@ -1,6 +1,7 @@
 //! The command line: `millm serve` runs the server, `millm openapi` prints its API document, and
-//! the client subcommands (`pull`, `list`, `ps`, …) drive a running server over HTTP.
+//! the client subcommands (`pull`, `list`, `run`, `ps`, …) drive a running server over HTTP.
 
+mod chat;
 mod client;
 mod commands;
 mod progress;
@@ -22,7 +23,7 @@ pub use client::{resolve_in, Client, ClientError};
     version,
     about,
     long_about = None,
-    after_help = "Examples:\n  millm serve                                  run the server\n  millm pull HuggingFaceTB/SmolLM2-135M        download a model (Q4 by default)\n  millm list                                   the models the server knows\n  millm load SmolLM2-135M --wait               load one and wait until it is in memory\n  millm ps                                     the loaded model and device memory\n  millm --url http://gpu-box:8000 list         talk to another server"
+    after_help = "Examples:\n  millm serve                                  run the server\n  millm pull HuggingFaceTB/SmolLM2-135M        download a model (Q4 by default)\n  millm list                                   the models the server knows\n  millm load SmolLM2-135M --wait               load one and wait until it is in memory\n  millm run SmolLM2-135M                       chat with it (loads it first if needed)\n  millm ps                                     the loaded model and device memory\n  millm --url http://gpu-box:8000 list         talk to another server"
 )]
 pub struct Cli {
     /// URL of the miLLM server the client subcommands talk to.
@@ -151,6 +152,50 @@ pub enum ClientCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Chat with a model, or answer one prompt, streaming the answer; loads the model first.
+    #[command(
+        after_help = "Examples:\n  millm run SmolLM2-135M\n  millm run SmolLM2-135M Why is the sky blue?\n  millm run 3 \"Say hi\" --temperature 0 --max-tokens 64\n  echo \"Summarise: ...\" | millm run SmolLM2-135M\n  millm run SmolLM2-135M \"Say hi\" --json\n\nIn the chat: /bye or Ctrl-D leaves, /clear forgets the conversation, /? helps. Ctrl-C stops\nthe answer being written (the server stops generating it); at the prompt it leaves."
+    )]
+    Run {
+        /// Id, name or repo id.
+        model: String,
+        /// The prompt (its words are joined). Without one: a chat on the terminal, or the prompt
+        /// read from stdin when it is not a terminal.
+        prompt: Vec<String>,
+        /// A system message that opens the conversation.
+        #[arg(long)]
+        system: Option<String>,
+        /// Sampling temperature; 0 always picks the likeliest token [server default: 1].
+        #[arg(long)]
+        temperature: Option<f64>,
+        /// Nucleus sampling: keep the likeliest tokens up to this probability [server default: 1].
+        #[arg(long)]
+        top_p: Option<f64>,
+        /// The most tokens in an answer [server default: what the context leaves].
+        #[arg(long)]
+        max_tokens: Option<u64>,
+        /// Seed of the sampler, for answers that repeat.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// One answer, not streamed, printed as the server's JSON.
+        #[arg(long)]
+        json: bool,
+        /// After each answer, its token counts and speed (on stderr).
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Lock the loaded model: requests naming other models do not replace it [default: the loaded one].
+    #[command(after_help = "Examples:\n  millm lock\n  millm lock SmolLM2-135M")]
+    Lock {
+        /// Id, name or repo id.
+        model: Option<String>,
+    },
+    /// Unlock a model [default: the loaded one].
+    #[command(after_help = "Examples:\n  millm unlock\n  millm unlock SmolLM2-135M")]
+    Unlock {
+        /// Id, name or repo id.
+        model: Option<String>,
+    },
     /// Unload a model [default: the loaded one].
     #[command(after_help = "Examples:\n  millm unload\n  millm unload SmolLM2-135M")]
     Unload {
@@ -169,7 +214,8 @@ pub enum ClientCommand {
         #[arg(long, short)]
         yes: bool,
     },
-    /// Show the loaded model and the device's memory.
+    /// Show the loaded model (locked or not, when it unloads for idleness), the device's memory
+    /// and the last minute's generation speed.
     #[command(after_help = "Examples:\n  millm ps\n  millm ps --json")]
     Ps {
         /// Print JSON.
