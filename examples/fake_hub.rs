@@ -3,7 +3,8 @@
 //! Prints exactly one line, `LISTENING http://127.0.0.1:PORT`, then serves until killed:
 //! `test-org/tiny-llama` (ungated), `test-org/gated-llama` (gated; the token
 //! `hf_fake_good_token` has access) and `test-org/slow-llama` (throttled so that its download
-//! takes at least 15 seconds).
+//! takes at least 15 seconds). Their tokenizer config carries a chat template (Zephyr's layout,
+//! each turn ended by the `</s>` token the vocabulary has), so the chat can talk to them.
 //!
 //! ```text
 //! cargo run --example fake_hub
@@ -14,10 +15,26 @@ use std::io::Write;
 
 use millm_testkit::{FakeHub, FakeRepo, TinyLlama};
 
+/// Zephyr's chat layout: `<|role|>`, the text, then the end-of-sequence token.
+const CHAT_TEMPLATE: &str = "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}";
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let dir = tempfile::tempdir()?;
     let written = TinyLlama::default().write(dir.path())?;
+    // The testkit's tokenizer config has no chat template; /v1/chat/completions needs one.
+    let tokenizer_config = serde_json::json!({
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "model_max_length": 2048,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "chat_template": CHAT_TEMPLATE,
+    });
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        serde_json::to_vec_pretty(&tokenizer_config)?,
+    )?;
     let hub = FakeHub::start().await?;
     let repo = |id: &str| FakeRepo::from_dir(id, dir.path());
     hub.add_repo(
