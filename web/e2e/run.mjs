@@ -181,6 +181,8 @@ async function startPreview(backend) {
 
 let page;
 let stepNo = 0;
+/** The miLLM server the page talks to (for its /metrics). */
+let serverBase;
 
 async function shot(name) {
   stepNo += 1;
@@ -213,6 +215,11 @@ function card(repoId) {
   return page.locator('[data-testid^="model-card-"]').filter({ hasText: repoId });
 }
 
+/** The card whose heading (the model's name) is `name`. */
+function cardNamed(name) {
+  return page.locator('[data-testid^="model-card-"]').filter({ has: page.getByRole("heading", { name, exact: true }) });
+}
+
 async function waitStatus(repoId, status, timeout) {
   await card(repoId).and(page.locator(`[data-status="${status}"]`)).waitFor({ state: "visible", timeout });
 }
@@ -231,6 +238,172 @@ async function watchFor(testId) {
 }
 
 const seen = (testId) => page.evaluate((id) => Boolean(window.__seen && window.__seen[id]), testId);
+
+// ---------------------------------------------------------------- the chat
+
+/** Sets the chat's settings (the Settings disclosure opens if closed). */
+async function chatSettings(panel, { maxTokens, temperature }) {
+  const settings = panel.locator("details.chat-settings");
+  if (!(await settings.evaluate((d) => d.open))) await settings.locator("summary").click();
+  if (maxTokens !== undefined) await panel.getByLabel("Max tokens").fill(String(maxTokens));
+  if (temperature !== undefined) await panel.getByLabel("Temperature").fill(String(temperature));
+}
+
+/** Records, inside the page, every length the last answer's text takes while it streams. */
+async function watchAnswerLengths() {
+  await page.evaluate(() => {
+    window.__lengths = [];
+    const record = () => {
+      const answers = document.querySelectorAll('[data-testid="chat-answer"]');
+      const last = answers[answers.length - 1];
+      if (!last || last.getAttribute("data-state") !== "streaming") return;
+      const text = last.querySelector('[data-testid="chat-answer-text"]')?.textContent ?? "";
+      const lengths = window.__lengths;
+      if (lengths[lengths.length - 1] !== text.length) lengths.push(text.length);
+    };
+    window.__lengthObserver?.disconnect();
+    window.__lengthObserver = new MutationObserver(record);
+    window.__lengthObserver.observe(document.body, { childList: true, subtree: true, characterData: true, attributes: true });
+  });
+}
+
+/** Generations the server counted as cancelled (their client went away), from /metrics. */
+async function cancelledGenerations() {
+  const text = await (await fetch(`${serverBase}/metrics`)).text();
+  let total = 0;
+  for (const m of text.matchAll(/^millm_inference_requests_total\{[^}]*outcome="cancelled"[^}]*\} (\d+)/gm)) total += Number(m[1]);
+  return total;
+}
+
+const answerLengths = () => page.evaluate(() => window.__lengths.filter((n) => n > 0));
+
+async function chatSteps(repoId) {
+  const panel = page.getByTestId("chat-panel");
+  const lastAnswer = () => panel.getByTestId("chat-answer").last();
+  const lastAnswerText = async () => (await lastAnswer().getByTestId("chat-answer-text").textContent().catch(() => "")) ?? "";
+
+  const opened = await step("chat-opens-from-the-loaded-card", async () => {
+    await card(repoId).and(page.locator('[data-status="loaded"]')).getByRole("button", { name: "Chat", exact: true }).click();
+    await panel.getByRole("heading", { name: /^Chat with / }).waitFor();
+    const focused = await page.evaluate(() => document.activeElement?.id && document.querySelector(`label[for="${document.activeElement.id}"]`)?.textContent);
+    expect(focused === "Message", `the Chat button left the focus on "${focused}", not the message box`);
+  });
+  if (!opened) return;
+
+  await step("chat-streams-an-answer", async () => {
+    await chatSettings(panel, { maxTokens: 120, temperature: 0.8 });
+    const box = panel.getByRole("textbox", { name: "Message" });
+    await watchAnswerLengths();
+    await box.fill("Hello! Who are you?");
+    await box.press("Enter");
+    await panel.getByTestId("chat-question").filter({ hasText: "Hello! Who are you?" }).waitFor();
+    await lastAnswer().and(page.locator('[data-state="done"],[data-state="stopped"]')).waitFor({ timeout: 120000 });
+    const state = await lastAnswer().getAttribute("data-state");
+    expect(state === "done", `the answer ended as "${state}"`);
+    const text = await lastAnswerText();
+    const lengths = await answerLengths();
+    log(`answer: ${text.length} characters, seen at ${lengths.length} lengths while streaming`);
+    expect(text.length > 0, "no text arrived");
+    expect(lengths.length >= 2, `the text did not stream in (lengths seen: ${lengths.join(", ")})`);
+    expect((await panel.getByRole("alert").count()) === 0, "the chat shows an error");
+    const ttft = await panel.getByTestId("chat-ttft").innerText();
+    const tps = await panel.getByTestId("chat-tps").innerText();
+    log(`time to first token ${ttft}, ${tps} tokens/s`);
+    expect(/\d/.test(ttft), `no time to first token: "${ttft}"`);
+    expect(/^\d+(\.\d)?$/.test(tps), `no tokens/s from the usage: "${tps}"`);
+    expect(await box.evaluate((el) => el === document.activeElement), "the message box lost the focus after sending");
+  });
+
+  await step("chat-stop-stops-the-generation", async () => {
+    // A long answer, so that Stop comes before max tokens. Random weights may still pick </s>
+    // within a few tokens: then the question is asked again (a few times at most).
+    await chatSettings(panel, { maxTokens: 1500, temperature: 1 });
+    const box = panel.getByRole("textbox", { name: "Message" });
+    const stop = panel.getByRole("button", { name: "Stop", exact: true });
+    const cancelledBefore = await cancelledGenerations();
+    let stopped = false;
+    for (let attempt = 1; attempt <= 5 && !stopped; attempt++) {
+      await box.fill(`Tell me a very long story, please (${attempt}).`);
+      await box.press("Enter");
+      await stop.waitFor();
+      const deadline = Date.now() + 60000;
+      let state = "streaming";
+      while (state === "streaming" && (await lastAnswerText()).length < 3) {
+        expect(Date.now() < deadline, "no text arrived within 60s");
+        await page.waitForTimeout(20);
+        state = await lastAnswer().getAttribute("data-state");
+      }
+      if (state !== "streaming") {
+        log(`attempt ${attempt}: the answer ended (${state}) before Stop could be pressed; asking again`);
+        continue;
+      }
+      try {
+        await stop.click({ timeout: 2000 });
+        stopped = true;
+      } catch {
+        log(`attempt ${attempt}: the answer ended as Stop was pressed; asking again`);
+      }
+    }
+    expect(stopped, "every answer ended before Stop could be pressed");
+    await lastAnswer().and(page.locator('[data-state="stopped"]')).waitFor({ timeout: 10000 });
+    const atStop = await lastAnswerText();
+    await panel.getByRole("button", { name: "Send", exact: true }).waitFor();
+    await shot("chat-stopped");
+    await page.waitForTimeout(1500);
+    const later = await lastAnswerText();
+    expect(later === atStop, `the answer kept growing after Stop (${atStop.length} -> ${later.length} characters)`);
+    log(`stopped after ${atStop.length} characters`);
+    // The server stopped too: it counts a generation cancelled by its client going away.
+    const metricsDeadline = Date.now() + 10000;
+    while ((await cancelledGenerations()) <= cancelledBefore) {
+      expect(Date.now() < metricsDeadline, "the server never counted the stopped generation as cancelled (/metrics)");
+      await page.waitForTimeout(200);
+    }
+    // And its worker answers the next question.
+    await chatSettings(panel, { maxTokens: 8 });
+    const questions = await panel.getByTestId("chat-question").count();
+    const started = Date.now();
+    await box.fill("Short one.");
+    await box.press("Enter");
+    await lastAnswer().and(page.locator('[data-state="done"]')).waitFor({ timeout: 30000 });
+    log(`the next answer came after ${Date.now() - started} ms`);
+    expect((await panel.getByTestId("chat-question").count()) === questions + 1, "the conversation lost a question");
+  });
+
+  await step("chat-at-390px", async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await card(repoId).and(page.locator('[data-status="loaded"]')).getByRole("button", { name: "Chat", exact: true }).click();
+    const box = panel.getByRole("textbox", { name: "Message" });
+    await box.waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow <= 1, `the page scrolls sideways by ${overflow}px at 390px`);
+    for (const [what, locator] of [
+      ["chat panel", panel],
+      ["message box", box],
+      ["Send button", panel.getByRole("button", { name: "Send", exact: true })],
+    ]) {
+      const b = await locator.boundingBox();
+      expect(b && b.x >= 0 && b.x + b.width <= 391, `the ${what} does not fit 390px: ${JSON.stringify(b)}`);
+    }
+    // Keyboard: Tab goes from the message box to Send, with a visible focus ring.
+    await box.focus();
+    await page.keyboard.press("Tab");
+    const onSend = await page.evaluate(() => document.activeElement?.textContent === "Send" && document.activeElement.matches(":focus-visible"));
+    expect(onSend, "Tab from the message box does not reach Send with a visible focus");
+    await chatSettings(panel, { maxTokens: 40 });
+    await box.fill("And at 390 pixels?");
+    await box.press("Enter");
+    await lastAnswer().and(page.locator('[data-state="done"]')).waitFor({ timeout: 60000 });
+    await lastAnswer().scrollIntoViewIfNeeded();
+    await shot("chat-390px");
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  await step("header-shows-tokens-per-second", async () => {
+    // system:metrics every 2 s: the last minute's generations give a speed.
+    await page.getByTestId("tokens-per-second").filter({ hasText: /\d+(\.\d)? tokens\/s/ }).waitFor({ timeout: 10000 });
+  });
+}
 
 async function fillRepo(repoId) {
   const form = page.getByTestId("download-form");
@@ -330,10 +503,38 @@ async function run(uiBase) {
         await dialog.getByRole("button", { name: "Keep tiny-llama" }).click();
         await dialog.waitFor({ state: "detached" });
         await waitStatus(TINY, "loaded", 5000);
+      });
+
+      await step("lock-refuses-a-switch-until-unlocked", async () => {
+        const tiny = cardNamed("tiny-llama");
+        const q8 = cardNamed("tiny-q8");
+        await tiny.getByRole("button", { name: "Lock", exact: true }).click();
+        await tiny.getByTestId("model-locked").filter({ hasText: "Locked" }).waitFor();
+        await tiny.getByRole("button", { name: "Unlock", exact: true }).waitFor();
+        expect((await tiny.getByRole("button", { name: "Lock", exact: true }).count()) === 0, "Lock is still offered on a locked model");
+        // Loading another model while one is locked: the page warns, and the server's refusal is shown.
+        await q8.getByRole("button", { name: "Load", exact: true }).click();
+        const dialog = page.getByRole("dialog", { name: "Unload tiny-llama and load tiny-q8?" });
+        await dialog.getByTestId("switch-locked").waitFor();
+        await dialog.getByRole("button", { name: "Unload and load" }).click();
+        await page.getByRole("alert").filter({ hasText: "tiny-llama is locked in memory" }).first().waitFor({ timeout: 30000 });
+        await shot("locked-refuses-switch");
+        await tiny.and(page.locator('[data-status="loaded"]')).waitFor({ timeout: 5000 });
+        expect((await q8.and(page.locator('[data-status="ready"]')).count()) === 1, "the refused load changed the other model");
+        await tiny.getByRole("button", { name: "Unlock", exact: true }).click();
+        await tiny.getByTestId("model-locked").waitFor({ state: "detached" });
+        await tiny.getByRole("button", { name: "Lock", exact: true }).waitFor();
+        await page.locator('[data-testid="toast"] button').evaluateAll((buttons) => buttons.forEach((b) => b.click()));
+      });
+
+      await step("delete-the-other-model", async () => {
+        const q8 = cardNamed("tiny-q8");
         await q8.getByRole("button", { name: "Delete", exact: true }).click();
         await page.getByRole("dialog").getByRole("button", { name: "Delete model" }).click();
         await q8.waitFor({ state: "detached", timeout: 30000 });
       });
+
+      await chatSteps(TINY);
 
       await step("unload-tiny-llama", async () => {
         await card(TINY).getByRole("button", { name: "Unload", exact: true }).click();
@@ -518,6 +719,7 @@ async function main() {
   const uiBase = useServer ? base : await startPreview(base);
   log(`UI at ${uiBase} (${useServer ? "served by millm" : "vite preview"})`);
 
+  serverBase = base;
   await run(uiBase);
   await runWithKey(env);
 }
