@@ -98,7 +98,10 @@ export function ModelCard({ model, freeMemoryMb = null, loadedModel = null, onCh
         <div className="badges model-badges">
           {model.status === "loaded" && model.locked && (
             <Badge tone="warning" data-testid="model-locked" title="Requests naming other models do not replace it.">
-              <span aria-hidden="true">🔒&nbsp;</span>Locked
+              <svg className="badge-icon" viewBox="0 0 16 16" width="11" height="11" aria-hidden="true" focusable="false">
+                <path d="M4.5 7V5a3.5 3.5 0 0 1 7 0v2h.5a1 1 0 0 1 1 1v6a1 1 0 0 1-1 1H4a1 1 0 0 1-1-1V8a1 1 0 0 1 1-1h.5Zm1.5 0h4V5a2 2 0 0 0-4 0v2Z" fill="currentColor" />
+              </svg>
+              Locked
             </Badge>
           )}
           <Badge tone={STATUS_TONE[model.status]} className="badge-status" data-testid="model-status">
