@@ -508,8 +508,11 @@ async function run(uiBase) {
       await step("lock-refuses-a-switch-until-unlocked", async () => {
         const tiny = cardNamed("tiny-llama");
         const q8 = cardNamed("tiny-q8");
+        // Unlocked, it unloads when idle (IDLE_UNLOAD_SECONDS); locked, it stays.
+        await tiny.getByTestId("idle-unload").filter({ hasText: /Unloads when idle at \d\d:\d\d/ }).waitFor();
         await tiny.getByRole("button", { name: "Lock", exact: true }).click();
         await tiny.getByTestId("model-locked").filter({ hasText: "Locked" }).waitFor();
+        await tiny.getByTestId("idle-unload").waitFor({ state: "detached" });
         await tiny.getByRole("button", { name: "Unlock", exact: true }).waitFor();
         expect((await tiny.getByRole("button", { name: "Lock", exact: true }).count()) === 0, "Lock is still offered on a locked model");
         // Loading another model while one is locked: the page warns, and the server's refusal is shown.
@@ -524,6 +527,7 @@ async function run(uiBase) {
         await tiny.getByRole("button", { name: "Unlock", exact: true }).click();
         await tiny.getByTestId("model-locked").waitFor({ state: "detached" });
         await tiny.getByRole("button", { name: "Lock", exact: true }).waitFor();
+        await tiny.getByTestId("idle-unload").waitFor();
         await page.locator('[data-testid="toast"] button').evaluateAll((buttons) => buttons.forEach((b) => b.click()));
       });
 
@@ -707,7 +711,8 @@ async function main() {
   log(`fake Hub at ${hubUrl}`);
 
   const port = await freePort();
-  const env = { ...process.env, HOST: "127.0.0.1", PORT: String(port), MILLM_DATA_DIR: dataDir, HF_ENDPOINT: hubUrl };
+  // An hour's idle unload: the loaded card says when (nothing is unloaded during the test).
+  const env = { ...process.env, HOST: "127.0.0.1", PORT: String(port), MILLM_DATA_DIR: dataDir, HF_ENDPOINT: hubUrl, IDLE_UNLOAD_SECONDS: "3600" };
   delete env.HF_TOKEN; // the gated case must see no token
   const millm = start("millm", millmBin, ["serve"], env);
   millm.child.stdout.on("data", (d) => millm.logFile.write(d));
