@@ -40,6 +40,11 @@ impl fmt::Display for ClientError {
                 "the server needs its API key: pass --api-key KEY or set MILLM_API_KEY ({code})"
             )
             }
+            ClientError::Api { code, message, .. }
+                if code == "MODEL_LOCKED" || code == "model_locked" =>
+            {
+                write!(f, "{message} ({code}; `millm unlock` unlocks it)")
+            }
             ClientError::Api { code, message, .. } => write!(f, "{message} ({code})"),
             ClientError::Other(message) => f.write_str(message),
         }
