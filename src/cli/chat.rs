@@ -214,8 +214,8 @@ impl Chat {
     async fn interactive(&mut self, client: &Client, interrupt: &mut Interrupt) -> Outcome {
         let mut lines = spawn_line_reader();
         eprintln!(
-            "Chatting with model {}. /bye or Ctrl-D leaves, /? for help.",
-            self.model
+            "Chatting with {}. /bye or Ctrl-D leaves, /? for help.",
+            self.name
         );
         loop {
             print_flushed(">>> ");
