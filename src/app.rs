@@ -84,16 +84,26 @@ impl App {
         }
         let guard = Arc::new(api::guard::Guard::new(&settings));
         let (io_layer, io) = SocketIo::builder().build_layer();
+        let throughput = Arc::new(crate::metrics::Throughput::default());
         let events = Events::new(
             io,
             devices.clone(),
+            throughput.clone(),
             shutdown.clone(),
             crate::events::Admission::new(guard.key(), settings.max_socket_connections),
         );
-        let services = Services::new(store, devices, events, settings.clone(), shutdown.clone())?;
+        let services = Services::new(
+            store,
+            devices,
+            events,
+            settings.clone(),
+            shutdown.clone(),
+            throughput,
+        )?;
         services.reconcile().await?;
         let auto = services.clone();
         tokio::spawn(async move { auto.auto_load().await });
+        tokio::spawn(services.clone().unload_when_idle());
         let state = AppState {
             services,
             model_list: Arc::default(),

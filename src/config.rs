@@ -152,6 +152,27 @@ pub struct Settings {
     )]
     pub max_queued_requests: usize,
 
+    /// A `/v1` request naming a `ready` model that is not loaded loads it first (unloading the
+    /// loaded one, unless that one is locked). `0`/`false` turns it off.
+    #[arg(
+        long = "load-on-request",
+        env = "LOAD_ON_REQUEST",
+        value_name = "LOAD_ON_REQUEST",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub load_on_request: bool,
+
+    /// Unload the loaded model when nobody has used it for this many seconds (unless it is
+    /// locked). Off when unset or 0.
+    #[arg(
+        long = "idle-unload-seconds",
+        env = "IDLE_UNLOAD_SECONDS",
+        value_name = "IDLE_UNLOAD_SECONDS"
+    )]
+    pub idle_unload_seconds: Option<u64>,
+
     /// A model (id, name or repo id) to load at start-up.
     #[arg(
         long = "auto-load-model",
@@ -273,6 +294,8 @@ impl fmt::Debug for Settings {
             .field("graceful_unload_timeout", &self.graceful_unload_timeout)
             .field("max_context_tokens", &self.max_context_tokens)
             .field("max_queued_requests", &self.max_queued_requests)
+            .field("load_on_request", &self.load_on_request)
+            .field("idle_unload_seconds", &self.idle_unload_seconds)
             .field("auto_load_model", &self.auto_load_model)
             .field("api_key", &self.api_key)
             .field("allow_no_auth", &self.allow_no_auth)
@@ -320,6 +343,8 @@ impl Settings {
             graceful_unload_timeout: 30,
             max_context_tokens: 4096,
             max_queued_requests: 16,
+            load_on_request: true,
+            idle_unload_seconds: None,
             auto_load_model: None,
             api_key: None,
             allow_no_auth: false,

@@ -33,6 +33,7 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     Unauthorized,
+    ModelLocked,
     Forbidden,
     UnsupportedMediaType,
     RequestTimeout,
@@ -66,6 +67,7 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::ModelLocked => StatusCode::CONFLICT,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -97,6 +99,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::ModelLocked => "MODEL_LOCKED",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
@@ -174,6 +177,15 @@ impl AppError {
 
     pub fn busy(id: i64, message: impl Into<String>) -> Self {
         Self::new(ErrorCode::ModelBusy, message).with_detail("model_id", id)
+    }
+
+    /// A load refused because another model is loaded and locked.
+    pub fn locked(locked_id: i64) -> Self {
+        Self::new(
+            ErrorCode::ModelLocked,
+            format!("Model {locked_id} is locked in memory; unlock it first."),
+        )
+        .with_detail("locked_model_id", locked_id)
     }
 
     pub fn invalid_state(id: i64, status: &str, message: impl Into<String>) -> Self {

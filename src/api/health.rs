@@ -71,6 +71,7 @@ async fn health(State(state): State<AppState>) -> ApiOk<HealthResponse> {
             total_mb: device.total_bytes >> 20,
             free_mb: device.free_bytes >> 20,
         },
+        tokens_per_second: services.tokens_per_second(),
     };
     let status = if db_ok {
         StatusCode::OK

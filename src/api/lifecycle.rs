@@ -1,4 +1,4 @@
-//! `/api/models/{id}/load` and `/api/models/{id}/unload`.
+//! `/api/models/{id}/load`, `/unload`, `/lock` and `/unlock`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,6 +14,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(load_model))
         .routes(routes!(unload_model))
+        .routes(routes!(lock_model))
+        .routes(routes!(unlock_model))
 }
 
 /// Starts loading the model into memory at its quantization (`loading`); the loaded model, if
@@ -24,7 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 202, description = "Loading started", body = Envelope<ModelResponse>),
         (status = 400, description = "MODEL_ALREADY_LOADED", body = ErrorEnvelope),
         (status = 404, description = "MODEL_NOT_FOUND", body = ErrorEnvelope),
-        (status = 409, description = "MODEL_BUSY (downloading, or a load is running) or INVALID_STATE (no complete download)", body = ErrorEnvelope),
+        (status = 409, description = "MODEL_BUSY (downloading, or a load is running), INVALID_STATE (no complete download) or MODEL_LOCKED (another model is loaded and locked: details.locked_model_id)", body = ErrorEnvelope),
         (status = 500, description = "MODEL_LOAD_FAILED: the files cannot be loaded", body = ErrorEnvelope),
         (status = 507, description = "INSUFFICIENT_MEMORY: details.required_mb, details.available_mb", body = ErrorEnvelope),
         (status = 422, description = "VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id)", body = ErrorEnvelope)))]
@@ -51,4 +53,36 @@ async fn unload_model(
     IdPath(id): IdPath,
 ) -> AppResult<ApiOk<ModelResponse>> {
     Ok(ok(state.services.unload_model(id).await?.into()))
+}
+
+/// Locks the loaded model, as the original does: until its unload, a load of another model
+/// (asked here, or on request by `/v1`) is refused with `MODEL_LOCKED`, and it is not unloaded
+/// when idle.
+#[utoipa::path(post, path = "/api/models/{id}/lock", tag = "models",
+    params(("id" = i64, Path, description = "Model id (≥ 1)", minimum = 1)),
+    responses(
+        (status = 200, description = "Locked", body = Envelope<ModelResponse>),
+        (status = 400, description = "MODEL_NOT_LOADED", body = ErrorEnvelope),
+        (status = 404, description = "MODEL_NOT_FOUND", body = ErrorEnvelope),
+        (status = 409, description = "MODEL_LOCKED: another model is locked (details.locked_model_id)", body = ErrorEnvelope),
+        (status = 422, description = "VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id)", body = ErrorEnvelope)))]
+async fn lock_model(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+) -> AppResult<ApiOk<ModelResponse>> {
+    Ok(ok(state.services.lock_model(id).await?.into()))
+}
+
+/// Unlocks the model; answers with it whether or not it was locked (or loaded).
+#[utoipa::path(post, path = "/api/models/{id}/unlock", tag = "models",
+    params(("id" = i64, Path, description = "Model id (≥ 1)", minimum = 1)),
+    responses(
+        (status = 200, description = "Unlocked", body = Envelope<ModelResponse>),
+        (status = 404, description = "MODEL_NOT_FOUND", body = ErrorEnvelope),
+        (status = 422, description = "VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id)", body = ErrorEnvelope)))]
+async fn unlock_model(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+) -> AppResult<ApiOk<ModelResponse>> {
+    Ok(ok(state.services.unlock_model(id).await?.into()))
 }

@@ -20,6 +20,7 @@ async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
     let dev = state.services.device_memory().await;
     metrics::device_memory(&dev.name, dev.total_bytes, dev.free_bytes);
     metrics::downloads_active(state.services.running_downloads());
+    metrics::tokens_per_second(state.services.tokens_per_second());
     metrics::loaded_memory(
         state
             .services

@@ -7,6 +7,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod metrics;
 pub mod models;
+pub mod embeddings;
 pub mod openai;
 pub mod schema;
 pub mod security;

@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -26,6 +26,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::app::AppState;
 use crate::engine::infer::{ChatMessage, Finish, Generated, Sampling, TextModel, Waiting};
 use crate::engine::Lease;
+use crate::metrics::{self, InferenceOutcome};
 use crate::service::Answerer;
 use crate::store::ModelRecord;
 
@@ -35,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_models))
         .routes(routes!(chat))
         .routes(routes!(completions))
+        .merge(super::embeddings::router())
 }
 
 /// The `error` of a `/v1` error answer, as OpenAI writes it.
@@ -188,16 +190,16 @@ pub struct TextCompletion {
 /// An error in OpenAI's shape.
 #[derive(Debug)]
 pub struct OaiError {
-    status: StatusCode,
-    message: String,
-    kind: &'static str,
-    param: Option<&'static str>,
-    code: Option<&'static str>,
-    retry_after: Option<u64>,
+    pub(super) status: StatusCode,
+    pub(super) message: String,
+    pub(super) kind: &'static str,
+    pub(super) param: Option<&'static str>,
+    pub(super) code: Option<&'static str>,
+    pub(super) retry_after: Option<u64>,
 }
 
 impl OaiError {
-    fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
+    pub(super) fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
         OaiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
@@ -208,13 +210,13 @@ impl OaiError {
         }
     }
 
-    fn with_code(mut self, status: StatusCode, code: &'static str) -> Self {
+    pub(super) fn with_code(mut self, status: StatusCode, code: &'static str) -> Self {
         self.status = status;
         self.code = Some(code);
         self
     }
 
-    fn server(message: impl Into<String>) -> Self {
+    pub(super) fn server(message: impl Into<String>) -> Self {
         OaiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: message.into(),
@@ -252,10 +254,36 @@ impl From<crate::error::AppError> for OaiError {
     }
 }
 
-type OaiResult<T> = Result<T, OaiError>;
+pub(super) type OaiResult<T> = Result<T, OaiError>;
+
+/// A load on request that failed: what the load would have answered, in OpenAI's shape.
+fn load_error(e: crate::error::AppError) -> OaiError {
+    use crate::error::ErrorCode;
+    let code = match e.code {
+        ErrorCode::InsufficientMemory => "insufficient_memory",
+        ErrorCode::ModelLoadFailed => "model_load_failed",
+        ErrorCode::ModelUnsupported => "model_unsupported",
+        ErrorCode::ModelBusy => "model_busy",
+        ErrorCode::InvalidState => "model_not_loaded",
+        _ => return OaiError::from(e),
+    };
+    let status = e.code.status();
+    OaiError {
+        status,
+        message: e.message,
+        kind: if status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        },
+        param: Some("model"),
+        code: Some(code),
+        retry_after: None,
+    }
+}
 
 /// A JSON body for `/v1`, its errors in OpenAI's shape.
-async fn body<T: DeserializeOwned>(req: Request) -> OaiResult<T> {
+pub(super) async fn body<T: DeserializeOwned>(req: Request) -> OaiResult<T> {
     let bytes = super::extract::read_body(req.into_body())
         .await
         .map_err(|e| OaiError::invalid(e.message, None))?;
@@ -493,8 +521,32 @@ fn stops(stop: Option<Stop>) -> Vec<String> {
 }
 
 /// The loaded model `name` names, with its text side; or OpenAI's error for why not.
-async fn answerer(state: &AppState, name: &str) -> OaiResult<(ModelRecord, Lease, Arc<TextModel>)> {
-    match state.services.answerer(name).await? {
+pub(super) async fn answerer(
+    state: &AppState,
+    name: &str,
+) -> OaiResult<(ModelRecord, Lease, Arc<TextModel>)> {
+    let found = state.services.answerer(name).await.map_err(load_error)?;
+    match found {
+        Answerer::OtherLoading(row) => {
+            let mut e = OaiError::invalid(
+                format!(
+                    "Another model is being loaded or unloaded; retry '{}' in a few seconds.",
+                    row.name
+                ),
+                Some("model"),
+            )
+            .with_code(StatusCode::SERVICE_UNAVAILABLE, "model_loading");
+            e.retry_after = Some(5);
+            Err(e)
+        }
+        Answerer::Locked(row, locked_id, locked_name) => Err(OaiError::invalid(
+            format!(
+                "The model '{locked_name}' (id {locked_id}) is locked in memory, so '{}' cannot be loaded; unlock it first (POST /api/models/{locked_id}/unlock).",
+                row.name
+            ),
+            Some("model"),
+        )
+        .with_code(StatusCode::CONFLICT, "model_locked")),
         Answerer::Unknown => Err(OaiError::invalid(
             format!("The model '{name}' does not exist."),
             Some("model"),
@@ -544,6 +596,16 @@ enum Kind {
     Completion,
 }
 
+impl Kind {
+    /// The `endpoint` label of the inference metrics.
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat",
+            Kind::Completion => "completions",
+        }
+    }
+}
+
 /// What the generation thread sends back.
 enum Piece {
     Text(String),
@@ -571,6 +633,12 @@ struct Job {
         (status = 429, description = "`queue_full`: too many requests wait for the model (`Retry-After`)", body = OpenAiError),
         (status = 503, description = "`model_loading` (`Retry-After`), or the model was unloaded while answering", body = OpenAiError)))]
 async fn chat(State(state): State<AppState>, req: Request) -> OaiResult<Response> {
+    answer_chat(state, req, Instant::now())
+        .await
+        .inspect_err(|_| metrics::inference_request(Kind::Chat.label(), InferenceOutcome::Rejected))
+}
+
+async fn answer_chat(state: AppState, req: Request, received: Instant) -> OaiResult<Response> {
     let req: ChatRequest = body(req).await?;
     let max = check_common(&req.common)?;
     if req
@@ -594,7 +662,13 @@ async fn chat(State(state): State<AppState>, req: Request) -> OaiResult<Response
     let prompt = text
         .encode_chat(&messages)
         .map_err(|e| OaiError::invalid(e, Some("messages")))?;
-    run(state, Kind::Chat, req.common, max, row, lease, text, prompt).await
+    let generation = Generation {
+        kind: Kind::Chat,
+        common: req.common,
+        max,
+        received,
+    };
+    run(state, generation, row, lease, text, prompt).await
 }
 
 /// A completion of a raw prompt.
@@ -608,6 +682,18 @@ async fn chat(State(state): State<AppState>, req: Request) -> OaiResult<Response
         (status = 429, description = "`queue_full`: too many requests wait for the model (`Retry-After`)", body = OpenAiError),
         (status = 503, description = "`model_loading` (`Retry-After`), or the model was unloaded while answering", body = OpenAiError)))]
 async fn completions(State(state): State<AppState>, req: Request) -> OaiResult<Response> {
+    answer_completion(state, req, Instant::now())
+        .await
+        .inspect_err(|_| {
+            metrics::inference_request(Kind::Completion.label(), InferenceOutcome::Rejected)
+        })
+}
+
+async fn answer_completion(
+    state: AppState,
+    req: Request,
+    received: Instant,
+) -> OaiResult<Response> {
     let req: CompletionRequest = body(req).await?;
     let max = check_common(&req.common)?;
     let prompt = prompt_text(req.prompt)?;
@@ -621,30 +707,81 @@ async fn completions(State(state): State<AppState>, req: Request) -> OaiResult<R
             Some("prompt"),
         ));
     }
-    run(
-        state,
-        Kind::Completion,
-        req.common,
+    let generation = Generation {
+        kind: Kind::Completion,
+        common: req.common,
         max,
-        row,
-        lease,
-        text,
-        tokens,
-    )
-    .await
+        received,
+    };
+    run(state, generation, row, lease, text, tokens).await
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    state: AppState,
+/// What a generation request asks for, checked.
+struct Generation {
     kind: Kind,
     common: Common,
+    /// `max_tokens` or `max_completion_tokens`, when given.
     max: Option<usize>,
+    /// When the request arrived (time to first token counts from here).
+    received: Instant,
+}
+
+/// Counts a request waiting for the model in `millm_inference_queue_depth` while it lives.
+struct QueueDepth;
+
+impl QueueDepth {
+    fn enter() -> QueueDepth {
+        metrics::inference_waiting(true);
+        QueueDepth
+    }
+}
+
+impl Drop for QueueDepth {
+    fn drop(&mut self) {
+        metrics::inference_waiting(false);
+    }
+}
+
+/// The model's turn: the one generating holds it; up to `MAX_QUEUED_REQUESTS` more wait for it
+/// (counted in `millm_inference_queue_depth`), and more than that get 429 `queue_full`.
+pub(super) async fn take_turn(
+    state: &AppState,
+    text: &TextModel,
+) -> OaiResult<tokio::sync::OwnedMutexGuard<()>> {
+    if let Ok(turn) = text.turn.clone().try_lock_owned() {
+        return Ok(turn);
+    }
+    let Some(waiting) = Waiting::join(&text.waiting, state.services.max_queued_requests()) else {
+        return Err(OaiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: "Too many requests are waiting for the model; retry shortly.".into(),
+            kind: "rate_limit_error",
+            param: None,
+            code: Some("queue_full"),
+            retry_after: Some(1),
+        });
+    };
+    let depth = QueueDepth::enter();
+    let turn = text.turn.clone().lock_owned().await;
+    drop(depth);
+    drop(waiting);
+    Ok(turn)
+}
+
+async fn run(
+    state: AppState,
+    generation: Generation,
     row: ModelRecord,
     lease: Lease,
     text: Arc<TextModel>,
     prompt: Vec<u32>,
 ) -> OaiResult<Response> {
+    let Generation {
+        kind,
+        common,
+        max,
+        received,
+    } = generation;
     let room = text.context.saturating_sub(prompt.len());
     let max_tokens = max.unwrap_or(room);
     if prompt.len() + max_tokens > text.context || room == 0 {
@@ -659,26 +796,7 @@ async fn run(
         )
         .with_code(StatusCode::BAD_REQUEST, "context_length_exceeded"));
     }
-    // The one generating holds the turn; up to MAX_QUEUED_REQUESTS more wait for it.
-    let turn = match text.turn.clone().try_lock_owned() {
-        Ok(turn) => turn,
-        Err(_) => {
-            let Some(waiting) = Waiting::join(&text.waiting, state.services.max_queued_requests())
-            else {
-                return Err(OaiError {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    message: "Too many requests are waiting for the model; retry shortly.".into(),
-                    kind: "rate_limit_error",
-                    param: None,
-                    code: Some("queue_full"),
-                    retry_after: Some(1),
-                });
-            };
-            let turn = text.turn.clone().lock_owned().await;
-            drop(waiting);
-            turn
-        }
-    };
+    let turn = take_turn(&state, &text).await?;
     let sampling = Sampling {
         max_tokens,
         temperature: common.temperature.unwrap_or(1.0),
@@ -703,11 +821,34 @@ async fn run(
         include_usage: common.stream_options.unwrap_or_default().include_usage,
     };
     let (tx, rx) = mpsc::channel::<Piece>(64);
+    let services = state.services.clone();
     tokio::task::spawn_blocking(move || {
         let _turn = turn;
         let cancelled = || lease.is_revoked() || tx.is_closed();
         let mut emit = |s: &str| tx.blocking_send(Piece::Text(s.to_string())).is_ok();
         let outcome = text.generate(&prompt, &sampling, &cancelled, &mut emit);
+        let endpoint = kind.label();
+        let ended = match &outcome {
+            Ok(g) if g.finish == Finish::Cancelled && lease.is_revoked() => InferenceOutcome::Failed,
+            Ok(g) => match g.finish {
+                Finish::Stop => InferenceOutcome::Stop,
+                Finish::Length => InferenceOutcome::Length,
+                Finish::Cancelled => InferenceOutcome::Cancelled,
+            },
+            Err(_) => InferenceOutcome::Failed,
+        };
+        metrics::inference_request(endpoint, ended);
+        if let Ok(g) = &outcome {
+            metrics::generation(
+                endpoint,
+                prompt.len(),
+                g.completion_tokens,
+                g.first_token_at.map(|t| t.saturating_duration_since(received)),
+                &g.token_gaps,
+            );
+            let decode: f64 = g.token_gaps.iter().sum();
+            services.record_generation(g.token_gaps.len(), Duration::from_secs_f64(decode));
+        }
         let last = match outcome {
             Ok(g) if g.finish == Finish::Cancelled && lease.is_revoked() => {
                 Piece::Failed("The model was unloaded while it was answering.".into())

@@ -86,6 +86,12 @@ pub struct ModelResponse {
     pub dtype: Option<String>,
     /// The server can generate text with this architecture on `/v1` (it loads either way).
     pub supports_inference: bool,
+    /// The loaded model is locked: a load of another model (asked, or on request by `/v1`) is
+    /// refused with `MODEL_LOCKED`, and it is not unloaded when idle. Cleared by its unload.
+    pub locked: bool,
+    /// With `IDLE_UNLOAD_SECONDS` set, while the loaded model is unlocked and unused: when it
+    /// will be unloaded unless a request uses it before (RFC 3339 UTC).
+    pub idle_unload_at: Option<String>,
 }
 
 /// Body of `POST /api/models` as the server reads it (one object, `source` telling which
@@ -188,6 +194,9 @@ pub struct HealthResponse {
     pub database_backend: String,
     pub loaded_model_id: Option<i64>,
     pub memory: MemoryInfo,
+    /// Completion tokens per second over the last minute's generations (each generation's
+    /// tokens after its first, over the time they took); null when none ran in that minute.
+    pub tokens_per_second: Option<f64>,
 }
 
 /// Body of `DELETE /api/models/{id}`.
@@ -290,6 +299,7 @@ impl From<ModelView> for ModelResponse {
             download,
             queued,
             loaded,
+            idle_unload_at,
         } = view;
         let supports_inference = supports_inference(r.architecture.as_deref());
         ModelResponse {
@@ -317,8 +327,13 @@ impl From<ModelView> for ModelResponse {
             num_parameters: loaded.as_ref().map(|l| l.num_parameters as i64),
             memory_footprint: loaded.as_ref().map(|l| l.memory_footprint as i64),
             device: loaded.as_ref().map(|l| l.device.clone()),
+            locked: loaded.as_ref().is_some_and(|l| l.locked),
             dtype: loaded.map(|l| l.dtype),
             supports_inference,
+            idle_unload_at: idle_unload_at.map(|t| {
+                chrono::DateTime::<chrono::Utc>::from(t)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            }),
         }
     }
 }

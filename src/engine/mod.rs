@@ -13,8 +13,8 @@ pub use estimate::{estimate, Estimate, TargetFormat};
 pub use inspect::{inspect_folder, parse_header, CheckpointInfo, TensorMeta};
 pub use loader::{load_blocking, LoadRequest, LoadedModel, Weight};
 pub use runtime::{
-    Engine, EngineFacts, Lease, LoadJob, LoadTicket, LoadUpdate, LoadedFacts, TextSource,
-    TextSupport, Unloaded,
+    Engine, EngineFacts, Lease, LoadJob, LoadTicket, LoadUpdate, LoadedFacts, LockRefusal, Refusal,
+    TextSource, TextSupport, Unloaded,
 };
 
 /// Engine errors. Conversions into the API error live in `error.rs`.

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -51,6 +51,28 @@ pub struct LoadedFacts {
     pub memory_footprint: u64,
     pub device: String,
     pub dtype: String,
+    /// Locked: a load of another model (asked or on request) is refused until an unload.
+    pub locked: bool,
+    /// Since when nobody holds a lease on it; `None` while a lease is held.
+    pub idle_since: Option<SystemTime>,
+}
+
+/// Why a load cannot be reserved now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Another load is reserved or running (for this model id).
+    Busy(i64),
+    /// The loaded model (this id) is locked.
+    Locked(i64),
+}
+
+/// Why a lock cannot be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockRefusal {
+    /// The model is not the loaded one.
+    NotLoaded,
+    /// Another model (this id) is loaded and locked.
+    LockedOther(i64),
 }
 
 /// What an unload did.
@@ -132,6 +154,8 @@ pub struct Lease {
     text: TextSupport,
     revoked: CancellationToken,
     count: Arc<LeaseCount>,
+    /// Tells the task when the last lease ends (the model's idle time starts).
+    tx: mpsc::UnboundedSender<Command>,
 }
 
 impl Lease {
@@ -159,6 +183,9 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if self.count.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.count.released.notify_waiters();
+            let _ = self.tx.send(Command::Idle {
+                model_id: self.model_id,
+            });
         }
     }
 }
@@ -177,6 +204,7 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let (facts_tx, facts) = watch::channel(EngineFacts::default());
         let actor = Actor {
+            tx: tx.clone(),
             slot: None,
             reserved: None,
             queue: VecDeque::new(),
@@ -196,15 +224,56 @@ impl Engine {
         self.facts.borrow().clone()
     }
 
-    /// Claims the one load for `model_id`; `None` while another load is reserved or running.
-    pub async fn reserve_load(&self, model_id: i64) -> Option<LoadTicket> {
+    /// Claims the one load for `model_id`; refused while another load is reserved or running,
+    /// or while another model is loaded and locked.
+    pub async fn reserve_load(&self, model_id: i64) -> Result<LoadTicket, Refusal> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Command::Reserve { model_id, reply }).ok()?;
-        answer.await.ok()?.then(|| LoadTicket {
+        let stopped = Refusal::Busy(model_id);
+        self.tx
+            .send(Command::Reserve { model_id, reply })
+            .map_err(|_| stopped)?;
+        answer.await.map_err(|_| stopped)??;
+        Ok(LoadTicket {
             model_id,
             tx: self.tx.clone(),
             started: false,
         })
+    }
+
+    /// Locks the loaded model if it is `model_id` (until its unload).
+    pub async fn lock(&self, model_id: i64) -> Result<(), LockRefusal> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Lock { model_id, reply })
+            .map_err(|_| LockRefusal::NotLoaded)?;
+        answer.await.map_err(|_| LockRefusal::NotLoaded)?
+    }
+
+    /// Unlocks `model_id` if it is loaded and locked; otherwise nothing.
+    pub async fn unlock(&self, model_id: i64) {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Command::Unlock { model_id, reply }).is_ok() {
+            let _ = answer.await;
+        }
+    }
+
+    /// Unloads `model_id` if, when its turn comes, it is loaded, unlocked and nobody has held a
+    /// lease on it for `idle` or more. `None` when it was not unloaded.
+    pub async fn unload_if_idle(&self, model_id: i64, idle: Duration) -> Option<Unloaded> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Run(Op::UnloadIfIdle {
+                model_id,
+                idle,
+                reply,
+            }))
+            .ok()?;
+        answer.await.ok()?
+    }
+
+    /// A receiver of the facts, to wait for their changes.
+    pub fn watch_facts(&self) -> watch::Receiver<EngineFacts> {
+        self.facts.clone()
     }
 
     /// Unloads the loaded model (if it is `model_id`, or any when `None`), after the loads and
@@ -242,9 +311,21 @@ impl Engine {
 enum Command {
     Reserve {
         model_id: i64,
-        reply: oneshot::Sender<bool>,
+        reply: oneshot::Sender<Result<(), Refusal>>,
     },
     Release,
+    Lock {
+        model_id: i64,
+        reply: oneshot::Sender<Result<(), LockRefusal>>,
+    },
+    Unlock {
+        model_id: i64,
+        reply: oneshot::Sender<()>,
+    },
+    /// The last lease on `model_id` ended.
+    Idle {
+        model_id: i64,
+    },
     Lease {
         model_id: Option<i64>,
         reply: oneshot::Sender<Option<Lease>>,
@@ -267,6 +348,11 @@ enum Op {
         timeout: Duration,
         reply: oneshot::Sender<Option<Unloaded>>,
     },
+    UnloadIfIdle {
+        model_id: i64,
+        idle: Duration,
+        reply: oneshot::Sender<Option<Unloaded>>,
+    },
 }
 
 /// The loaded model and what tracks its leases.
@@ -276,6 +362,35 @@ struct Slot {
     text: TextSupport,
     revoke: CancellationToken,
     leases: Arc<LeaseCount>,
+    locked: bool,
+    /// Since when no lease is held.
+    idle_since: Option<SystemTime>,
+}
+
+impl Slot {
+    fn new(model_id: i64, model: LoadedModel, text: TextSupport) -> Slot {
+        Slot {
+            model_id,
+            model: Arc::new(model),
+            text,
+            revoke: CancellationToken::new(),
+            leases: Arc::new(LeaseCount::default()),
+            locked: false,
+            idle_since: Some(SystemTime::now()),
+        }
+    }
+
+    fn facts(&self) -> LoadedFacts {
+        LoadedFacts {
+            model_id: self.model_id,
+            num_parameters: self.model.num_parameters,
+            memory_footprint: self.model.footprint_bytes,
+            device: self.model.device_name.clone(),
+            dtype: self.model.dtype.clone(),
+            locked: self.locked,
+            idle_since: self.idle_since,
+        }
+    }
 }
 
 /// How a load or an unload ended, back in the task.
@@ -289,6 +404,8 @@ enum OpDone {
 }
 
 struct Actor {
+    /// For the leases it hands out (they report their end).
+    tx: mpsc::UnboundedSender<Command>,
     slot: Option<Slot>,
     /// The model whose load is reserved or running.
     reserved: Option<i64>,
@@ -339,36 +456,75 @@ impl Actor {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Reserve { model_id, reply } => {
-                let granted = self.reserved.is_none();
-                if granted {
+                let answer = match (self.reserved, &self.slot) {
+                    (Some(other), _) => Err(Refusal::Busy(other)),
+                    (None, Some(s)) if s.locked && s.model_id != model_id => {
+                        Err(Refusal::Locked(s.model_id))
+                    }
+                    _ => Ok(()),
+                };
+                if answer.is_ok() {
                     self.reserved = Some(model_id);
                     self.publish();
                 }
-                let _ = reply.send(granted);
+                let _ = reply.send(answer);
             }
             Command::Release => {
                 self.reserved = None;
                 self.publish();
             }
+            Command::Lock { model_id, reply } => {
+                let answer = match &mut self.slot {
+                    Some(s) if s.model_id == model_id => {
+                        s.locked = true;
+                        Ok(())
+                    }
+                    Some(s) if s.locked => Err(LockRefusal::LockedOther(s.model_id)),
+                    _ => Err(LockRefusal::NotLoaded),
+                };
+                self.publish();
+                let _ = reply.send(answer);
+            }
+            Command::Unlock { model_id, reply } => {
+                if let Some(s) = self.slot.as_mut().filter(|s| s.model_id == model_id) {
+                    s.locked = false;
+                    self.publish();
+                }
+                let _ = reply.send(());
+            }
+            Command::Idle { model_id } => {
+                if let Some(s) = self.slot.as_mut().filter(|s| s.model_id == model_id) {
+                    if s.leases.active.load(Ordering::Acquire) == 0 && s.idle_since.is_none() {
+                        s.idle_since = Some(SystemTime::now());
+                        self.publish();
+                    }
+                }
+            }
             Command::Lease { model_id, reply } => {
-                let _ = reply.send(self.lease(model_id));
+                let lease = self.lease(model_id);
+                if lease.is_some() {
+                    self.publish();
+                }
+                let _ = reply.send(lease);
             }
             Command::Run(op) => self.queue.push_back(op),
         }
     }
 
-    fn lease(&self, model_id: Option<i64>) -> Option<Lease> {
-        let s = self.slot.as_ref()?;
+    fn lease(&mut self, model_id: Option<i64>) -> Option<Lease> {
+        let s = self.slot.as_mut()?;
         if model_id.is_some_and(|id| id != s.model_id) {
             return None;
         }
         s.leases.active.fetch_add(1, Ordering::AcqRel);
+        s.idle_since = None;
         Some(Lease {
             model_id: s.model_id,
             model: s.model.clone(),
             text: s.text.clone(),
             revoked: s.revoke.child_token(),
             count: s.leases.clone(),
+            tx: self.tx.clone(),
         })
     }
 
@@ -388,6 +544,30 @@ impl Actor {
                 async move {
                     let unloaded = match slot {
                         Some(slot) => Some(drain(slot, timeout).await),
+                        None => None,
+                    };
+                    let _ = reply.send(unloaded);
+                    OpDone::Unloaded
+                }
+                .boxed()
+            }
+            Op::UnloadIfIdle {
+                model_id,
+                idle,
+                reply,
+            } => {
+                let idle_enough = self.slot.as_ref().is_some_and(|s| {
+                    s.model_id == model_id
+                        && !s.locked
+                        && s.leases.active.load(Ordering::Acquire) == 0
+                        && s.idle_since
+                            .is_some_and(|at| at.elapsed().is_ok_and(|e| e >= idle))
+                });
+                let slot = if idle_enough { self.slot.take() } else { None };
+                self.publish();
+                async move {
+                    let unloaded = match slot {
+                        Some(slot) => Some(drain(slot, Duration::ZERO).await),
                         None => None,
                     };
                     let _ = reply.send(unloaded);
@@ -457,20 +637,9 @@ impl Actor {
             } => {
                 self.reserved = None;
                 let answer = result.map(|(model, text)| {
-                    let facts = LoadedFacts {
-                        model_id,
-                        num_parameters: model.num_parameters,
-                        memory_footprint: model.footprint_bytes,
-                        device: model.device_name.clone(),
-                        dtype: model.dtype.clone(),
-                    };
-                    self.slot = Some(Slot {
-                        model_id,
-                        model: Arc::new(model),
-                        text,
-                        revoke: CancellationToken::new(),
-                        leases: Arc::new(LeaseCount::default()),
-                    });
+                    let slot = Slot::new(model_id, model, text);
+                    let facts = slot.facts();
+                    self.slot = Some(slot);
                     facts
                 });
                 if answer.is_err() {
@@ -488,13 +657,7 @@ impl Actor {
     }
 
     fn publish(&self) {
-        let loaded = self.slot.as_ref().map(|s| LoadedFacts {
-            model_id: s.model_id,
-            num_parameters: s.model.num_parameters,
-            memory_footprint: s.model.footprint_bytes,
-            device: s.model.device_name.clone(),
-            dtype: s.model.dtype.clone(),
-        });
+        let loaded = self.slot.as_ref().map(Slot::facts);
         self.facts.send_if_modified(|f| {
             let next = EngineFacts {
                 loaded,

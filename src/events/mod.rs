@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::guard::{bearer, KeyCheck};
 use crate::engine::Devices;
 use crate::error::AppError;
+use crate::metrics::Throughput;
 
 /// The namespaces every event goes to.
 pub const NAMESPACES: [&str; 2] = ["/", "/progress"];
@@ -121,7 +122,7 @@ pub struct UnloadComplete {
 
 /// `system:metrics`: the original's keys (snake_case, zeros without a GPU) plus the memory of
 /// the device models load onto.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SystemMetrics {
     pub gpu_utilization: u32,
     pub gpu_memory_used_mb: u64,
@@ -130,11 +131,13 @@ pub struct SystemMetrics {
     pub device: String,
     pub memory_total_mb: u64,
     pub memory_free_mb: u64,
+    /// Completion tokens per second over the last minute's generations; null without any.
+    pub tokens_per_second: Option<f64>,
 }
 
 impl SystemMetrics {
     /// The figures of the device as read now.
-    pub async fn read(devices: &Devices) -> Self {
+    pub async fn read(devices: &Devices, throughput: &Throughput) -> Self {
         let dev = devices.read().await;
         let gpu = dev.gpu.unwrap_or_default();
         SystemMetrics {
@@ -145,6 +148,7 @@ impl SystemMetrics {
             device: dev.name,
             memory_total_mb: dev.total_bytes >> 20,
             memory_free_mb: dev.free_bytes >> 20,
+            tokens_per_second: throughput.per_second(),
         }
     }
 }
@@ -335,11 +339,13 @@ impl Events {
     pub fn new(
         io: SocketIo,
         devices: Devices,
+        throughput: Arc<Throughput>,
         shutdown: CancellationToken,
         admission: Arc<Admission>,
     ) -> Self {
         for ns in NAMESPACES {
             let devices = devices.clone();
+            let throughput = throughput.clone();
             let gate = admission.clone();
             let counted = admission.clone();
             let middleware = move |socket: SocketRef, TryData(auth): TryData<HandshakeAuth>| {
@@ -348,13 +354,15 @@ impl Events {
             };
             let handler = move |socket: SocketRef| {
                 let devices = devices.clone();
+                let throughput = throughput.clone();
                 counted.track(&socket);
                 async move {
                     socket.on(SYSTEM_JOIN, move |socket: SocketRef| {
                         let devices = devices.clone();
+                        let throughput = throughput.clone();
                         async move {
                             socket.join(METRICS_ROOM);
-                            let payload = SystemMetrics::read(&devices).await;
+                            let payload = SystemMetrics::read(&devices, &throughput).await;
                             let _ = socket.emit(Event::SYSTEM_METRICS, &payload);
                         }
                     });
@@ -371,7 +379,7 @@ impl Events {
                     _ = shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let payload = SystemMetrics::read(&devices).await;
+                let payload = SystemMetrics::read(&devices, &throughput).await;
                 for ns in NAMESPACES {
                     if let Some(op) = ticker_io.of(ns) {
                         let _ = op

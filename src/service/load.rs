@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::domain::{mib_ceil, ModelId, ModelStatus};
 use crate::engine::{
-    inspect_folder, EngineError, Lease, LoadJob, LoadRequest, LoadUpdate, LoadedFacts, TextSource,
-    Unloaded,
+    inspect_folder, EngineError, Lease, LoadJob, LoadRequest, LoadUpdate, LoadedFacts, LockRefusal,
+    Refusal, TextSource, Unloaded,
 };
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::events::{self, Event, JobError, Throttle};
@@ -61,11 +61,17 @@ impl Services {
                 ),
             ));
         };
-        let Some(ticket) = self.inner.engine.reserve_load(row.id).await else {
-            return Err(AppError::busy(
-                row.id,
-                "Another model is loading right now; wait for it to finish.",
-            ));
+        let ticket = match self.inner.engine.reserve_load(row.id).await {
+            Ok(ticket) => ticket,
+            Err(Refusal::Busy(_)) => {
+                return Err(AppError::busy(
+                    row.id,
+                    "Another model is loading right now; wait for it to finish.",
+                ))
+            }
+            Err(Refusal::Locked(locked)) => {
+                return Err(AppError::locked(locked).with_detail("model_id", row.id))
+            }
         };
 
         // Read the headers again: the files are the truth, and the device may have changed.
@@ -168,12 +174,19 @@ impl Services {
             quantization,
             crate::metrics::LoadOutcome::from_result(&result),
         );
-        match result {
-            Ok(facts) => self.finish_load(model_id, facts, started).await,
+        let error = match result {
+            Ok(facts) => {
+                self.finish_load(model_id, facts, started).await;
+                None
+            }
             Err(EngineError::Cancelled) => {
                 // Shutdown: the next start finds the row `ready` again either way.
                 self.settle(model_id, &[ModelStatus::Loading], ModelStatus::Ready, None)
                     .await;
+                Some((
+                    ErrorCode::ModelLoadFailed,
+                    "The load was cancelled: the server is stopping.".to_string(),
+                ))
             }
             Err(err) => {
                 let app_err = AppError::from(err);
@@ -192,8 +205,12 @@ impl Services {
                         error: JobError::brief(&app_err),
                     }))
                     .await;
+                Some((app_err.code, app_err.message))
             }
-        }
+        };
+        self.inner
+            .load_settled
+            .send_replace(Some(super::LoadSettled { model_id, error }));
     }
 
     async fn finish_load(&self, model_id: i64, facts: LoadedFacts, started: Instant) {
@@ -264,6 +281,72 @@ impl Services {
         };
         self.finish_unload(done).await;
         self.get_model(id).await
+    }
+
+    /// `POST /api/models/{id}/lock`: the loaded model stays until it is unloaded by hand: a
+    /// load of another model (asked or on request) is refused, and it is not unloaded when idle.
+    pub async fn lock_model(&self, id: ModelId) -> AppResult<ModelView> {
+        let row = self.inner.store.get_model(id.0).await?;
+        match self.inner.engine.lock(row.id).await {
+            Ok(()) => {}
+            Err(LockRefusal::LockedOther(locked)) => {
+                return Err(AppError::locked(locked).with_detail("model_id", row.id))
+            }
+            Err(LockRefusal::NotLoaded) => return Err(not_loaded(&row)),
+        }
+        tracing::info!(model_id = row.id, "model locked");
+        self.get_model(id).await
+    }
+
+    /// `POST /api/models/{id}/unlock`: always answers with the model, unlocked.
+    pub async fn unlock_model(&self, id: ModelId) -> AppResult<ModelView> {
+        let row = self.inner.store.get_model(id.0).await?;
+        self.inner.engine.unlock(row.id).await;
+        self.get_model(id).await
+    }
+
+    /// Unloads the loaded model once nobody has used it for `IDLE_UNLOAD_SECONDS` (unless it is
+    /// locked). Runs until shutdown; does nothing when the setting is off.
+    pub async fn unload_when_idle(self) {
+        let Some(idle) = self.idle_unload() else {
+            return;
+        };
+        let mut facts = self.inner.engine.watch_facts();
+        loop {
+            let due = facts.borrow_and_update().loaded.as_ref().and_then(|l| {
+                let since = l.idle_since.filter(|_| !l.locked)?;
+                let left = (since + idle)
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                Some((l.model_id, left))
+            });
+            let wait = async {
+                match due {
+                    Some((_, left)) => tokio::time::sleep(left).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                changed = facts.changed() => if changed.is_err() { return },
+                _ = wait => {
+                    let Some((model_id, _)) = due else { continue };
+                    if let Some(done) = self.inner.engine.unload_if_idle(model_id, idle).await {
+                        tracing::info!(model_id, secs = idle.as_secs(), "unloaded after being idle");
+                        self.finish_unload(done).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `IDLE_UNLOAD_SECONDS`, when set.
+    pub fn idle_unload(&self) -> Option<Duration> {
+        self.inner
+            .settings
+            .idle_unload_seconds
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs)
     }
 
     /// Loads `AUTO_LOAD_MODEL` (an id or a name) at start-up, if set.

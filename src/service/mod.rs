@@ -46,6 +46,9 @@ pub struct ModelView {
     pub queued: bool,
     /// While loaded: what the engine holds.
     pub loaded: Option<LoadedFacts>,
+    /// While loaded, unlocked and unused with `IDLE_UNLOAD_SECONDS` set: when it will be
+    /// unloaded if nobody uses it before.
+    pub idle_unload_at: Option<std::time::SystemTime>,
 }
 
 /// The services every handler uses; cheap to clone.
@@ -69,6 +72,19 @@ struct Inner {
     engine: Engine,
     /// The task that follows a running load to its end (statuses and events).
     load_follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The last load that ended, once its status is recorded (requests that load on request
+    /// wait for it).
+    load_settled: tokio::sync::watch::Sender<Option<LoadSettled>>,
+    /// Recent generations, for the last minute's tokens per second.
+    throughput: Arc<crate::metrics::Throughput>,
+}
+
+/// How a load ended, once its record says so.
+#[derive(Debug, Clone)]
+pub struct LoadSettled {
+    pub model_id: i64,
+    /// Why it failed (its code and message), or `None` when the model is loaded.
+    pub error: Option<(crate::error::ErrorCode, String)>,
 }
 
 impl Services {
@@ -79,6 +95,7 @@ impl Services {
         events: Events,
         settings: Arc<Settings>,
         shutdown: CancellationToken,
+        throughput: Arc<crate::metrics::Throughput>,
     ) -> anyhow::Result<Self> {
         let hub = Hub::new(
             &settings.hf_endpoint,
@@ -98,6 +115,8 @@ impl Services {
                 settings,
                 shutdown,
                 load_follower: std::sync::Mutex::new(None),
+                load_settled: tokio::sync::watch::Sender::new(None),
+                throughput,
             }),
         })
     }
@@ -153,11 +172,16 @@ impl Services {
             None
         };
         let queued = download.is_some() && self.inner.downloads.is_queued(record.id);
+        let idle_unload_at = loaded.as_ref().and_then(|l| {
+            let idle = self.idle_unload()?;
+            l.idle_since.filter(|_| !l.locked).map(|since| since + idle)
+        });
         ModelView {
             record,
             download,
             queued,
             loaded,
+            idle_unload_at,
         }
     }
 

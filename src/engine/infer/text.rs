@@ -66,10 +66,14 @@ pub enum Finish {
 }
 
 /// What a generation produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Generated {
     pub finish: Finish,
     pub completion_tokens: usize,
+    /// When the first token was chosen (after the prompt's forward pass).
+    pub first_token_at: Option<std::time::Instant>,
+    /// Seconds between each token and the one before it (one fewer than the tokens).
+    pub token_gaps: Vec<f64>,
 }
 
 fn read_json(folder: &Path, name: &str) -> Option<Value> {
@@ -190,6 +194,9 @@ impl TextModel {
         let mut cache = self.llama.new_cache();
         let mut text = TextStream::new(&sampling.stop);
         let mut generated: Vec<u32> = Vec::new();
+        let mut first_token_at = None;
+        let mut last_token_at: Option<std::time::Instant> = None;
+        let mut token_gaps = Vec::new();
         let mut logits = self.llama.forward_last(prompt, &mut cache)?;
         let finish = loop {
             if generated.len() >= sampling.max_tokens {
@@ -199,6 +206,12 @@ impl TextModel {
                 break Finish::Cancelled;
             }
             let next = sampler.sample(&logits)?;
+            let now = std::time::Instant::now();
+            match last_token_at {
+                Some(before) => token_gaps.push(now.duration_since(before).as_secs_f64()),
+                None => first_token_at = Some(now),
+            }
+            last_token_at = Some(now);
             if self.stop_ids.contains(&next) {
                 break Finish::Stop;
             }
@@ -225,7 +238,20 @@ impl TextModel {
         Ok(Generated {
             finish,
             completion_tokens: generated.len(),
+            first_token_at,
+            token_gaps,
         })
+    }
+
+    /// The mean of the last hidden states (after the final norm) over `tokens`, as the original
+    /// computes an embedding: one forward pass, f32.
+    pub fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let mut cache = self.llama.new_cache();
+        let hidden = self.llama.hidden(tokens, &mut cache)?;
+        hidden
+            .mean(0)
+            .and_then(|m| m.to_vec1::<f32>())
+            .map_err(|e| EngineError::BadCheckpoint(format!("the embedding failed: {e}")))
     }
 
     /// The text the newest tokens add, once it is whole UTF-8 (as TGI decodes a stream).
