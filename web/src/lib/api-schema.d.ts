@@ -151,6 +151,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/models/{id}/lock": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Locks the loaded model, as the original does: until its unload, a load of another model
+         *     (asked here, or on request by `/v1`) is refused with `MODEL_LOCKED`, and it is not unloaded
+         *     when idle.
+         */
+        post: operations["lock_model"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/models/{id}/retry": {
         parameters: {
             query?: never;
@@ -191,6 +212,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/models/{id}/unlock": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Unlocks the model; answers with it whether or not it was locked (or loaded). */
+        post: operations["unlock_model"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/chat/completions": {
         parameters: {
             query?: never;
@@ -219,6 +257,23 @@ export interface paths {
         put?: never;
         /** A completion of a raw prompt. */
         post: operations["v1_completions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/embeddings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Embeddings of one text or several. */
+        post: operations["v1_embeddings"];
         delete?: never;
         options?: never;
         head?: never;
@@ -337,6 +392,43 @@ export interface components {
             /** Format: int64 */
             id: number;
         };
+        /** @description One embedding: floats, or base64 of little-endian f32 with `encoding_format: base64`. */
+        Embedding: {
+            embedding: Record<string, never>;
+            index: number;
+            /** @description Always `embedding`. */
+            object: string;
+        };
+        /** @description `input`: one string or a list of strings. */
+        EmbeddingInput: string | string[];
+        /** @description The answer of `POST /v1/embeddings`. */
+        EmbeddingList: {
+            data: components["schemas"]["Embedding"][];
+            model: string;
+            /** @description Always `list`. */
+            object: string;
+            usage: components["schemas"]["EmbeddingUsage"];
+        };
+        /** @description The body of `POST /v1/embeddings`. */
+        EmbeddingRequest: {
+            /**
+             * Format: int64
+             * @description Not supported: absent or null (the model's hidden size is the size).
+             */
+            dimensions?: number | null;
+            /** @description `float` (default) or `base64` (little-endian f32, as OpenAI's client asks by default). */
+            encoding_format?: string | null;
+            input: components["schemas"]["EmbeddingInput"];
+            /** @description A model's name, id or repo id. */
+            model: string;
+            /** @description Accepted and ignored, as OpenAI does. */
+            user?: string | null;
+        };
+        /** @description `usage` of an embedding answer. */
+        EmbeddingUsage: {
+            prompt_tokens: number;
+            total_tokens: number;
+        };
         /**
          * @description A success answer, as every `/api` response that succeeds is wrapped: `success` is true, the
          *     payload is in `data` and `error` is null.
@@ -373,6 +465,12 @@ export interface components {
                 memory: components["schemas"]["MemoryInfo"];
                 /** @description `ok`, or `degraded` when the database does not answer. */
                 status: string;
+                /**
+                 * Format: double
+                 * @description Completion tokens per second over the last minute's generations (each generation's
+                 *     tokens after its first, over the time they took); null when none ran in that minute.
+                 */
+                tokens_per_second?: number | null;
                 version: string;
             };
             error: null;
@@ -463,8 +561,18 @@ export interface components {
                 estimated_memory_mb?: number | null;
                 /** Format: int64 */
                 id: number;
+                /**
+                 * @description With `IDLE_UNLOAD_SECONDS` set, while the loaded model is unlocked and unused: when it
+                 *     will be unloaded unless a request uses it before (RFC 3339 UTC).
+                 */
+                idle_unload_at?: string | null;
                 loaded_at?: string | null;
                 local_path?: string | null;
+                /**
+                 * @description The loaded model is locked: a load of another model (asked, or on request by `/v1`) is
+                 *     refused with `MODEL_LOCKED`, and it is not unloaded when idle. Cleared by its unload.
+                 */
+                locked: boolean;
                 /**
                  * Format: int64
                  * @description Only while loaded: bytes actually held.
@@ -535,8 +643,18 @@ export interface components {
                 estimated_memory_mb?: number | null;
                 /** Format: int64 */
                 id: number;
+                /**
+                 * @description With `IDLE_UNLOAD_SECONDS` set, while the loaded model is unlocked and unused: when it
+                 *     will be unloaded unless a request uses it before (RFC 3339 UTC).
+                 */
+                idle_unload_at?: string | null;
                 loaded_at?: string | null;
                 local_path?: string | null;
+                /**
+                 * @description The loaded model is locked: a load of another model (asked, or on request by `/v1`) is
+                 *     refused with `MODEL_LOCKED`, and it is not unloaded when idle. Cleared by its unload.
+                 */
+                locked: boolean;
                 /**
                  * Format: int64
                  * @description Only while loaded: bytes actually held.
@@ -585,7 +703,7 @@ export interface components {
          * @description Every error code of the wire contract. Adding one does not compile until it is mapped below.
          * @enum {string}
          */
-        ErrorCode: "VALIDATION_ERROR" | "MODEL_NOT_FOUND" | "MODEL_ALREADY_EXISTS" | "MODEL_BUSY" | "MODEL_ALREADY_LOADED" | "MODEL_NOT_LOADED" | "MODEL_LOAD_FAILED" | "MODEL_UNSUPPORTED" | "INSUFFICIENT_MEMORY" | "INSUFFICIENT_DISK" | "DOWNLOAD_FAILED" | "DOWNLOAD_CANCELLED" | "REPO_NOT_FOUND" | "GATED_MODEL_NO_TOKEN" | "INVALID_HF_TOKEN" | "INVALID_LOCAL_PATH" | "INVALID_STATE" | "PAYLOAD_TOO_LARGE" | "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "UNAUTHORIZED" | "FORBIDDEN" | "UNSUPPORTED_MEDIA_TYPE" | "REQUEST_TIMEOUT" | "INTERNAL_ERROR";
+        ErrorCode: "VALIDATION_ERROR" | "MODEL_NOT_FOUND" | "MODEL_ALREADY_EXISTS" | "MODEL_BUSY" | "MODEL_ALREADY_LOADED" | "MODEL_NOT_LOADED" | "MODEL_LOAD_FAILED" | "MODEL_UNSUPPORTED" | "INSUFFICIENT_MEMORY" | "INSUFFICIENT_DISK" | "DOWNLOAD_FAILED" | "DOWNLOAD_CANCELLED" | "REPO_NOT_FOUND" | "GATED_MODEL_NO_TOKEN" | "INVALID_HF_TOKEN" | "INVALID_LOCAL_PATH" | "INVALID_STATE" | "PAYLOAD_TOO_LARGE" | "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "UNAUTHORIZED" | "MODEL_LOCKED" | "FORBIDDEN" | "UNSUPPORTED_MEDIA_TYPE" | "REQUEST_TIMEOUT" | "INTERNAL_ERROR";
         /** @description A failed answer: `success` is false, `data` is null and `error` says what went wrong. */
         ErrorEnvelope: {
             data: null;
@@ -612,6 +730,12 @@ export interface components {
             memory: components["schemas"]["MemoryInfo"];
             /** @description `ok`, or `degraded` when the database does not answer. */
             status: string;
+            /**
+             * Format: double
+             * @description Completion tokens per second over the last minute's generations (each generation's
+             *     tokens after its first, over the time they took); null when none ran in that minute.
+             */
+            tokens_per_second?: number | null;
             version: string;
         };
         /** @description A Hub download (`source: "huggingface"`). */
@@ -716,8 +840,18 @@ export interface components {
             estimated_memory_mb?: number | null;
             /** Format: int64 */
             id: number;
+            /**
+             * @description With `IDLE_UNLOAD_SECONDS` set, while the loaded model is unlocked and unused: when it
+             *     will be unloaded unless a request uses it before (RFC 3339 UTC).
+             */
+            idle_unload_at?: string | null;
             loaded_at?: string | null;
             local_path?: string | null;
+            /**
+             * @description The loaded model is locked: a load of another model (asked, or on request by `/v1`) is
+             *     refused with `MODEL_LOCKED`, and it is not unloaded when idle. Cleared by its unload.
+             */
+            locked: boolean;
             /**
              * Format: int64
              * @description Only while loaded: bytes actually held.
@@ -1560,7 +1694,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description MODEL_BUSY (downloading, or a load is running) or INVALID_STATE (no complete download) */
+            /** @description MODEL_BUSY (downloading, or a load is running), INVALID_STATE (no complete download) or MODEL_LOCKED (another model is loaded and locked: details.locked_model_id) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1589,6 +1723,92 @@ export interface operations {
             };
             /** @description INSUFFICIENT_MEMORY: details.required_mb, details.available_mb */
             507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    lock_model: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Model id (≥ 1) */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Locked */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_ModelResponse"];
+                };
+            };
+            /** @description MODEL_NOT_LOADED */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description UNAUTHORIZED: the server has an API key and the request brings none or another */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description FORBIDDEN: a Host this server does not answer to, or a state-changing request from a foreign Origin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description MODEL_NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description REQUEST_TIMEOUT: the request took longer than REQUEST_TIMEOUT */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description MODEL_LOCKED: another model is locked (details.locked_model_id) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id) */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1784,6 +2004,74 @@ export interface operations {
             };
         };
     };
+    unlock_model: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Model id (≥ 1) */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Unlocked */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_ModelResponse"];
+                };
+            };
+            /** @description UNAUTHORIZED: the server has an API key and the request brings none or another */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description FORBIDDEN: a Host this server does not answer to, or a state-changing request from a foreign Origin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description MODEL_NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description REQUEST_TIMEOUT: the request took longer than REQUEST_TIMEOUT */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description VALIDATION_ERROR: the id is not an integer from 1 to 2^63−1 (details.field = id) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
     v1_chat_completions: {
         parameters: {
             query?: never;
@@ -1942,6 +2230,111 @@ export interface operations {
             };
             /** @description REQUEST_TIMEOUT: the request took longer than REQUEST_TIMEOUT */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description UNSUPPORTED_MEDIA_TYPE: a body not sent as application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description `queue_full`: too many requests wait for the model (`Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description `model_loading` (`Retry-After`), or the model was unloaded while answering */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+        };
+    };
+    v1_embeddings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EmbeddingRequest"];
+            };
+        };
+        responses: {
+            /** @description One embedding per input, in order */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EmbeddingList"];
+                };
+            };
+            /** @description invalid_request_error: a bad field (`param`), an empty input, `model_not_loaded`, `model_cannot_generate` or `context_length_exceeded` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description UNAUTHORIZED: the server has an API key and the request brings none or another */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description FORBIDDEN: a Host this server does not answer to, or a state-changing request from a foreign Origin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description `model_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description REQUEST_TIMEOUT: the request took longer than REQUEST_TIMEOUT */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAiError"];
+                };
+            };
+            /** @description `model_locked`: another model is locked */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

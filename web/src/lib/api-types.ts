@@ -23,19 +23,8 @@ type Data<P extends keyof paths, M extends "get" | "post" | "delete"> = paths[P]
     >
   : never;
 
-/**
- * Lock fields of API.md the committed document does not describe yet.
- * TODO(openapi): drop once `npm run gen:api` brings `locked` and `idle_unload_at`.
- */
-interface PendingModelFields {
-  /** The loaded model is locked: requests naming other models do not replace it. */
-  locked?: boolean;
-  /** When set (RFC 3339), the loaded model is unloaded then if nobody uses it meanwhile. */
-  idle_unload_at?: string | null;
-}
-
 /** The model object (`ModelResponse`). */
-export type ModelResponse = Data<"/api/models/{id}", "get"> & PendingModelFields;
+export type ModelResponse = Data<"/api/models/{id}", "get">;
 /** Lifecycle status of a model record. */
 export type ModelStatus = ModelResponse["status"];
 /** Where a model came from. */

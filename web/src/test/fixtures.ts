@@ -29,6 +29,8 @@ export function makeModel(overrides: Partial<ModelResponse> = {}): ModelResponse
     dtype: null,
     queued: false,
     supports_inference: true,
+    locked: false,
+    idle_unload_at: null,
     ...overrides,
   };
 }
@@ -73,6 +75,7 @@ export function makeHealth(overrides: Partial<HealthResponse> = {}): HealthRespo
     database_backend: "sqlite",
     loaded_model_id: null,
     memory: { device: "cpu", total_mb: 16000, free_mb: 1500 },
+    tokens_per_second: null,
     ...overrides,
   };
 }

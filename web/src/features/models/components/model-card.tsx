@@ -41,7 +41,7 @@ export function allowedActions(model: Pick<ModelResponse, "status" | "source" | 
     load: s === "ready" || (s === "error" && hasFiles),
     unload: s === "loaded",
     lock: s === "loaded" && !model.locked,
-    unlock: s === "loaded" && !!model.locked,
+    unlock: s === "loaded" && model.locked,
     cancel: s === "downloading",
     retry: s === "error" && model.source === "huggingface",
     delete: s !== "loaded" && s !== "loading" && s !== "downloading",

@@ -46,5 +46,5 @@ export function selectDeviceMemory(state: Pick<SystemState, "metrics" | "health"
  */
 export function selectTokensPerSecond(state: Pick<SystemState, "metrics" | "health">): number | null | undefined {
   if (state.metrics && state.metrics.tokens_per_second !== undefined) return state.metrics.tokens_per_second;
-  return (state.health as { tokens_per_second?: number | null } | null)?.tokens_per_second;
+  return state.health?.tokens_per_second;
 }
