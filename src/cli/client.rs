@@ -269,17 +269,6 @@ impl Client {
         self.call(reqwest::Method::GET, "/api/health", None).await
     }
 
-    /// `GET /api/health` as the server's JSON, for fields this client's types do not name.
-    pub async fn health_json(&self) -> Result<Value, ClientError> {
-        self.call(reqwest::Method::GET, "/api/health", None).await
-    }
-
-    /// `GET /api/models/{id}` as the server's JSON, for fields this client's types do not name.
-    pub async fn get_json(&self, id: i64) -> Result<Value, ClientError> {
-        self.call(reqwest::Method::GET, &format!("/api/models/{id}"), None)
-            .await
-    }
-
     /// `GET /api/models`.
     pub async fn list(&self) -> Result<Vec<ModelResponse>, ClientError> {
         self.call(reqwest::Method::GET, "/api/models", None).await

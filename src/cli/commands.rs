@@ -5,13 +5,13 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::chat::RunOptions;
 use super::client::{Client, ClientError};
 use super::progress::{human_bytes, note, Bar, Follow, Job, Update};
 use super::ClientCommand;
-use crate::api::schema::{HealthResponse, ModelPreviewResponse, ModelResponse};
+use crate::api::schema::{ModelPreviewResponse, ModelResponse};
 use crate::domain::ModelStatus;
 
 /// The exit status after Ctrl-C, as shells report a SIGINT.
@@ -610,32 +610,24 @@ async fn rm(client: &Client, wanted: &str, yes: bool) -> Outcome {
 }
 
 async fn ps(client: &Client, as_json: bool) -> Outcome {
-    // As JSON first: `locked`, `idle_unload_at` and `tokens_per_second` are read from it.
-    let health_json = client.health_json().await?;
-    let health: HealthResponse = typed(&health_json, "/api/health")?;
-    let loaded_json = match health.loaded_model_id {
-        Some(id) => Some(client.get_json(id).await?),
+    let health = client.health().await?;
+    let loaded = match health.loaded_model_id {
+        Some(id) => Some(client.get(id).await?),
         None => None,
     };
-    let tokens_per_second = health_json["tokens_per_second"].as_f64();
     if as_json {
         print_json(&json!({
-            "loaded": loaded_json,
+            "loaded": loaded,
             "memory": health.memory,
-            "tokens_per_second": tokens_per_second,
+            "tokens_per_second": health.tokens_per_second,
         }));
         return Ok(());
     }
-    match &loaded_json {
-        Some(raw) => {
-            let m: ModelResponse = typed(raw, "/api/models/{id}")?;
-            let locked = if raw["locked"].as_bool().unwrap_or(false) {
-                "yes"
-            } else {
-                "no"
-            };
-            let idle_unload = raw["idle_unload_at"]
-                .as_str()
+    match &loaded {
+        Some(m) => {
+            let idle_unload = m
+                .idle_unload_at
+                .as_deref()
                 .map(|at| until(at, chrono::Utc::now()))
                 .unwrap_or_else(|| "-".into());
             table(
@@ -656,8 +648,8 @@ async fn ps(client: &Client, as_json: bool) -> Outcome {
                     m.quantization.to_string(),
                     or_dash(m.device.as_deref()),
                     or_dash(m.dtype.as_deref()),
-                    held(&m),
-                    locked.to_string(),
+                    held(m),
+                    if m.locked { "yes" } else { "no" }.to_string(),
                     idle_unload,
                     or_dash(m.loaded_at.as_deref()),
                 ]],
@@ -672,20 +664,11 @@ async fn ps(client: &Client, as_json: bool) -> Outcome {
         human_bytes(mem.free_mb << 20),
         human_bytes(mem.total_mb << 20)
     );
-    match tokens_per_second {
+    match health.tokens_per_second {
         Some(rate) => println!("Generation: {rate:.1} tokens/s over the last minute."),
         None => println!("Generation: none in the last minute."),
     }
     Ok(())
-}
-
-/// `data` as `T`, or why the answer of `path` is not what this client expects.
-fn typed<T: serde::de::DeserializeOwned>(data: &Value, path: &str) -> Result<T, Failure> {
-    serde_json::from_value(data.clone()).map_err(|e| {
-        fail(format!(
-            "unexpected answer from {path} (is the server the same version as this client?): {e}"
-        ))
-    })
 }
 
 /// When an RFC 3339 time comes, from `now`: `in 4m 05s`, `in 1h 02m`, `due now`; the text as

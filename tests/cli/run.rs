@@ -231,7 +231,40 @@ async fn json_prints_one_whole_answer_as_the_servers_json() {
     assert_eq!(answer["object"], "chat.completion");
     assert_eq!(answer["model"], "tiny");
     assert_eq!(answer["choices"][0]["message"]["content"], json!(expected));
-    assert!(answer["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    let prompt_tokens = answer["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt_tokens > 0);
+
+    // A system message opens the conversation: the server reads more of a prompt.
+    args.extend(["--system", "You answer in one word."]);
+    let answer: Value = serde_json::from_str(&ok(&run(server.millm(&args)).await)).unwrap();
+    assert!(
+        answer["usage"]["prompt_tokens"].as_u64().unwrap() > prompt_tokens,
+        "{answer}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_piped_in_is_answered_on_stdout() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start(None).await;
+    server.chat_model("tiny", true, |_| {}).await;
+    let mut cmd = server.millm(&run_args(&[]));
+    cmd.stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("the CLI starts");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin
+        .write_all(format!("{PROMPT}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(super::WAIT, child.wait_with_output())
+        .await
+        .expect("the CLI finished in time")
+        .expect("the CLI ran");
+    // Nothing but the answer on stdout: no prompt, no progress.
+    let answer = server.sampled_answer().await;
+    assert_eq!(ok(&out), format!("{}\n", answer.trim_end_matches('\n')));
     server.stop().await;
 }
 
@@ -293,71 +326,89 @@ async fn probe(server: &Server) -> u16 {
     status
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_stops_the_answer_on_the_server_and_returns_to_the_prompt() {
-    const CONTEXT: u64 = 16384;
-    const ASKED: u64 = 16000;
-    const MEASURED: u64 = 1000;
-    let question = "Why is the sky blue?";
-    let server = Server::start_with(None, |s| {
-        s.max_queued_requests = 0;
-        s.max_context_tokens = CONTEXT as usize;
-    })
-    .await;
-    server
-        .chat_model("tiny", true, |cfg| {
-            cfg["max_position_embeddings"] = json!(CONTEXT)
+/// How many chat generations the server has counted as cancelled because their client left
+/// (`/metrics`; the registry is the process's, shared by every server of these tests, and only
+/// the Ctrl-C test cancels generations).
+async fn cancelled_generations(server: &Server) -> u64 {
+    let metrics = server
+        .request(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("millm_inference_requests_total{")
+                && l.contains("endpoint=\"chat\"")
+                && l.contains("outcome=\"cancelled\"")
         })
-        .await;
-    // How long this machine takes for the first MEASURED tokens of the greedy answer: a whole
-    // answer of ASKED tokens takes at least ASKED / MEASURED times as long (each token attends
-    // to all before it), and this one runs to its length.
-    let started = Instant::now();
-    let (start, finish) = server
-        .answer(question, json!({"temperature": 0, "max_tokens": MEASURED}))
-        .await;
-    let measured = started.elapsed();
-    assert_eq!(finish, "length");
-    let whole_answer_takes = measured * (ASKED / MEASURED) as u32;
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
 
-    let mut terminal = Terminal::spawn(
-        &server.base,
-        &[
-            "run",
-            "tiny",
-            "--temperature",
-            "0",
-            "--max-tokens",
-            &ASKED.to_string(),
-        ],
-        &[],
-    );
-    terminal.expect(">>> ").await;
-    terminal.send(&format!("{question}\n")).await;
-    let asked = Instant::now();
-    // The answer is being written on the terminal…
-    let beginning: String = on_terminal(&start).chars().take(6).collect();
-    terminal.expect(&regex_escape(&beginning)).await;
-    // …and generated on the server, which refuses a second generation meanwhile.
-    assert_eq!(probe(&server).await, 429);
-
-    terminal.send(CTRL_C).await;
-    terminal.expect("\n>>> ").await;
-    // The server stopped generating: the model is free again, long before the answer could
-    // have been finished.
-    while probe(&server).await == 429 {
+/// Waits until the server has counted `n` cancelled generations, and asserts the model is free.
+async fn wait_cancelled(server: &Server, n: u64) {
+    let deadline = Instant::now() + super::WAIT;
+    while cancelled_generations(server).await < n {
         assert!(
-            asked.elapsed() < whole_answer_takes / 2,
-            "the generation went on after Ctrl-C ({:?} since the question; the whole answer takes {whole_answer_takes:?})",
-            asked.elapsed()
+            Instant::now() < deadline,
+            "the server never counted the generation as cancelled (/metrics)"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(probe(server).await, 200, "the model is free again");
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_answer_on_the_server_and_returns_to_the_prompt() {
+    const CONTEXT: &str = "16384";
+    let question = "Why is the sky blue?";
+    let server = Server::start_with(None, |s| {
+        s.max_queued_requests = 0;
+        s.max_context_tokens = CONTEXT.parse().unwrap();
+    })
+    .await;
+    // A long context, for an answer that goes on far longer than the test.
+    server
+        .chat_model("tiny", true, |cfg| {
+            cfg["max_position_embeddings"] = json!(CONTEXT.parse::<u64>().unwrap())
+        })
+        .await;
+    // This model's greedy answer runs to its length: it never ends by itself early.
+    let (start, finish) = server
+        .answer(question, json!({"temperature": 0, "max_tokens": 20}))
+        .await;
+    assert_eq!(finish, "length");
+    let beginning = regex_escape(&on_terminal(&start).chars().take(6).collect::<String>());
+    let args = ["run", "tiny", "--temperature", "0", "--max-tokens", "16000"];
+    let cancelled = cancelled_generations(&server).await;
+
+    let mut terminal = Terminal::spawn(&server.base, &args, &[]);
+    terminal.expect(">>> ").await;
+    terminal.send(&format!("{question}\n")).await;
+    // The answer is being written on the terminal…
+    terminal.expect(&beginning).await;
+    // …and generated on the server, which refuses a second generation meanwhile.
+    assert_eq!(probe(&server).await, 429);
+    terminal.send(CTRL_C).await;
+    terminal.expect("\n>>> ").await;
+    // The server stopped it because the client left, and the model is free.
+    wait_cancelled(&server, cancelled + 1).await;
     // Ctrl-C at the empty prompt leaves.
     terminal.send(CTRL_C).await;
     let exit = terminal.exit().await;
     assert_eq!(exit.code, Some(0), "{}", exit.output);
+
+    // With a prompt, Ctrl-C stops the answer the same way and exits as a SIGINT does.
+    let mut terminal = Terminal::spawn(&server.base, &[&args[..], &[question]].concat(), &[]);
+    terminal.expect(&beginning).await;
+    terminal.send(CTRL_C).await;
+    let exit = terminal.exit().await;
+    assert_eq!(exit.code, Some(130), "{}", exit.output);
+    wait_cancelled(&server, cancelled + 2).await;
     server.stop().await;
 }
 
@@ -372,4 +423,122 @@ fn regex_escape(text: &str) -> String {
             }
         })
         .collect()
+}
+
+/// `millm ps`'s table as column → cell of its one row (cells are split on two spaces or more).
+fn ps_row(stdout: &str) -> std::collections::HashMap<String, String> {
+    let split = |line: &str| -> Vec<String> {
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut lines = stdout.lines();
+    let header = split(lines.next().unwrap_or_default());
+    let row = split(lines.next().unwrap_or_default());
+    assert_eq!(header.len(), row.len(), "{stdout}");
+    header.into_iter().zip(row).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_unlock_and_ps_show_the_lock_the_idle_unload_and_the_speed() {
+    let server = Server::start_with(None, |s| s.idle_unload_seconds = Some(3600)).await;
+    let id = server.chat_model("tiny", true, |_| {}).await;
+    let other = server.chat_model("other", false, |_| {}).await;
+
+    let stdout = ok(&run(server.millm(&["ps"])).await);
+    let row = ps_row(&stdout);
+    assert_eq!(row["NAME"], "tiny", "{stdout}");
+    assert_eq!(row["LOCKED"], "no", "{stdout}");
+    // Unused since its load: unloaded an hour after it.
+    assert!(
+        row["IDLE UNLOAD"] == "in 1h 00m" || row["IDLE UNLOAD"].starts_with("in 59m "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Generation: none in the last minute."),
+        "{stdout}"
+    );
+    let shown: Value = serde_json::from_str(&ok(&run(server.millm(&["ps", "--json"])).await))
+        .expect("ps --json is JSON");
+    assert_eq!(shown["loaded"]["locked"], false);
+    let at = shown["loaded"]["idle_unload_at"]
+        .as_str()
+        .expect("an idle unload time");
+    let at = chrono::DateTime::parse_from_rfc3339(at).expect("RFC 3339");
+    let left = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        left.num_seconds() > 3500 && left.num_seconds() <= 3600,
+        "{shown}"
+    );
+    assert_eq!(shown["tokens_per_second"], Value::Null);
+
+    // A model that is not loaded cannot be locked.
+    let out = run(server.millm(&["lock", "other"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("(MODEL_NOT_LOADED)"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Locked: not replaced, not unloaded when idle.
+    let stdout = ok(&run(server.millm(&["lock", "tiny"])).await);
+    assert!(
+        stdout.contains(&format!("Locked tiny (id {id})")),
+        "{stdout}"
+    );
+    assert_eq!(
+        server.get(&format!("/api/models/{id}")).await["locked"],
+        true
+    );
+    let stdout = ok(&run(server.millm(&["ps"])).await);
+    let row = ps_row(&stdout);
+    assert_eq!(row["LOCKED"], "yes");
+    assert_eq!(row["IDLE UNLOAD"], "-");
+
+    // Another model cannot be run meanwhile: the server names the lock.
+    let out = run(server.millm(&["run", "other", PROMPT])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("(MODEL_LOCKED; `millm unlock` unlocks it)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        server.get(&format!("/api/models/{other}")).await["status"],
+        "ready"
+    );
+    assert_eq!(
+        server.get(&format!("/api/models/{id}")).await["status"],
+        "loaded"
+    );
+
+    // A generation shows in the last minute's speed.
+    server.sampled_answer().await;
+    let stdout = ok(&run(server.millm(&["ps"])).await);
+    let rate = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Generation: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|r| r.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("a speed in: {stdout}"));
+    assert!(rate > 0.0, "{stdout}");
+
+    // Without a name: the loaded model.
+    let stdout = ok(&run(server.millm(&["unlock"])).await);
+    assert!(
+        stdout.contains(&format!("Unlocked tiny (id {id})")),
+        "{stdout}"
+    );
+    assert_eq!(
+        server.get(&format!("/api/models/{id}")).await["locked"],
+        false
+    );
+    assert_eq!(
+        ps_row(&ok(&run(server.millm(&["ps"])).await))["LOCKED"],
+        "no"
+    );
+    server.stop().await;
 }
