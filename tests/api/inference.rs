@@ -19,6 +19,15 @@ fn python() -> String {
 
 /// The reference's logits of every position.
 fn reference(dir: &std::path::Path) -> Vec<Vec<f64>> {
+    serde_json::from_slice(&run_reference(dir, &[])).expect("JSON logits")
+}
+
+/// The reference's embedding: the mean of the last hidden states.
+fn reference_embedding(dir: &std::path::Path) -> Vec<f64> {
+    serde_json::from_slice(&run_reference(dir, &["--embed"])).expect("JSON embedding")
+}
+
+fn run_reference(dir: &std::path::Path, extra: &[&str]) -> Vec<u8> {
     let ids: Vec<String> = TOKENS.iter().map(u32::to_string).collect();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -28,6 +37,7 @@ fn reference(dir: &std::path::Path) -> Vec<Vec<f64>> {
         .arg(script)
         .arg(dir)
         .arg(ids.join(","))
+        .args(extra)
         .output()
         .expect("python runs");
     assert!(
@@ -35,11 +45,11 @@ fn reference(dir: &std::path::Path) -> Vec<Vec<f64>> {
         "the reference failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("JSON logits")
+    out.stdout
 }
 
-/// The model of `dir` loaded at `q` as the server loads it, on the CPU.
-fn load(dir: &std::path::Path, q: Quantization) -> Llama {
+/// The weights of `dir` loaded at `q` as the server loads them, on the CPU.
+fn load_weights(dir: &std::path::Path, q: Quantization) -> millm::engine::LoadedModel {
     let info = inspect_folder(dir).unwrap();
     let request = LoadRequest {
         weight_files: info.weight_files,
@@ -47,7 +57,12 @@ fn load(dir: &std::path::Path, q: Quantization) -> Llama {
         quantization: q,
         gpu: false,
     };
-    let loaded = load_blocking(&request, &CancellationToken::new(), &|_, _| {}).unwrap();
+    load_blocking(&request, &CancellationToken::new(), &|_, _| {}).unwrap()
+}
+
+/// The model of `dir` loaded at `q` as the server loads it, on the CPU.
+fn load(dir: &std::path::Path, q: Quantization) -> Llama {
+    let loaded = load_weights(dir, q);
     let cfg =
         LlamaConfig::parse(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     Llama::new(&loaded, &cfg, 64).unwrap()
@@ -168,5 +183,24 @@ fn decoding_with_the_kv_cache_gives_the_prefill_logits_and_greedy_is_determinist
             out
         };
         assert_eq!(greedy(&model), greedy(&model), "{q}");
+    }
+}
+
+#[test]
+fn embeddings_are_the_mean_of_the_last_hidden_states_as_the_numpy_reference_computes_them() {
+    for (arch, seed) in [(Arch::Llama, 91), (Arch::Qwen3, 93)] {
+        let dir = write(arch, seed);
+        let expected = reference_embedding(dir.path());
+        let weights = load_weights(dir.path(), Quantization::FP32);
+        let text = millm::engine::infer::TextModel::build(&weights, dir.path(), 64).unwrap();
+        let got = text.embed(&TOKENS).unwrap();
+        assert_eq!(got.len(), expected.len(), "{arch:?}: the hidden size");
+        let worst = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        println!("{arch:?}: embedding max |ours − reference| = {worst:.2e}");
+        assert!(worst < 1e-4, "{arch:?}: {worst}");
     }
 }

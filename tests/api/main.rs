@@ -13,6 +13,7 @@ mod load;
 mod local_models;
 mod local_roots;
 mod metrics;
+mod on_request;
 mod openai;
 mod openapi;
 mod paging;

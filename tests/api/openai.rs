@@ -7,7 +7,7 @@ use std::time::Duration;
 use millm_testkit::TinyLlama;
 use serde_json::{json, Value};
 
-use crate::support::{spawn_app, spawn_with, test_settings, Db, TestApp};
+use crate::support::{spawn_app, spawn_configured, spawn_with, test_settings, Db, TestApp};
 
 const LOAD_WAIT: Duration = Duration::from_secs(60);
 const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
@@ -205,7 +205,8 @@ async fn seeds_repeat_and_stop_strings_end_the_answer_before_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_openais_error_shape() {
-    let app = spawn_app(Db::Sqlite).await;
+    // Without loading on request, so that a known model that is not loaded says so.
+    let app = spawn_configured(Db::Sqlite, |s| s.load_on_request = false).await;
     let (status, body) = v1(&app, "/v1/chat/completions", chat_body(json!({}))).await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
@@ -404,6 +405,12 @@ async fn openais_own_python_client_works_unchanged() {
         json!({"status": 404, "code": "model_not_found"})
     );
     assert_eq!(seen["bad_request"], json!({"status": 400, "param": "n"}));
+    let emb = &seen["embeddings"];
+    assert_eq!(emb["count"], 2);
+    assert_eq!(emb["indexes"], json!([0, 1]));
+    assert_eq!(emb["dims"], TinyLlama::default().hidden);
+    assert_eq!(emb["same_as_floats"], true, "base64 and floats disagree");
+    assert!(emb["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     app.stop().await;
 }
 

@@ -45,6 +45,17 @@ for chunk in client.chat.completions.create(
             finish = choice.finish_reason
 seen["stream"] = {"content": "".join(parts), "finish": finish, "usage": usage}
 
+# Embeddings: the client asks for base64 by default and decodes it; floats on request.
+packed = client.embeddings.create(model=model, input=["Hello there", "Bye"])
+floats = client.embeddings.create(model=model, input="Hello there", encoding_format="float")
+seen["embeddings"] = {
+    "count": len(packed.data),
+    "indexes": [d.index for d in packed.data],
+    "dims": len(packed.data[0].embedding),
+    "same_as_floats": packed.data[0].embedding == floats.data[0].embedding,
+    "usage": packed.usage.model_dump(),
+}
+
 try:
     client.chat.completions.create(model="no-such-model", messages=messages)
 except NotFoundError as e:

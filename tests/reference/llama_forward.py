@@ -1,10 +1,12 @@
 """An independent reference for the forward pass: the Llama family as transformers'
 modeling_llama.py / modeling_qwen2.py / modeling_qwen3.py compute it, in numpy (float64).
 
-    python llama_forward.py MODEL_DIR 1,2,3
+    python llama_forward.py MODEL_DIR 1,2,3 [--embed]
 
-prints, as JSON, the logits of every position: [[vocab floats], ...]. Reads config.json and the
-safetensors files (single or sharded) with nothing but numpy.
+prints, as JSON, the logits of every position: [[vocab floats], ...]; with --embed, the mean of
+the last hidden states (after the final norm) over the positions, as the original computes an
+embedding: [hidden floats]. Reads config.json and the safetensors files (single or sharded) with
+nothing but numpy.
 """
 import glob
 import json
@@ -112,6 +114,9 @@ def main():
         gate = linear(x_n, p + ".mlp.gate_proj")
         x = r + linear(gate / (1 + np.exp(-gate)) * linear(x_n, p + ".mlp.up_proj"), p + ".mlp.down_proj")
     x = rms_norm(x, w["model.norm.weight"], eps)
+    if "--embed" in sys.argv[3:]:
+        json.dump(x.mean(axis=0).tolist(), sys.stdout)
+        return
     head = w.get("lm_head.weight")
     if head is None or cfg.get("tie_word_embeddings"):
         head = w["model.embed_tokens.weight"]
