@@ -40,6 +40,7 @@ pub struct Cli {
     /// subcommands: `millm --api-key KEY list`, or set MILLM_API_KEY.
     #[arg(
         long = "api-key",
+        global = true,
         env = "MILLM_API_KEY",
         value_name = "KEY",
         hide_env_values = true
