@@ -204,3 +204,32 @@ fn embeddings_are_the_mean_of_the_last_hidden_states_as_the_numpy_reference_comp
         assert!(worst < 1e-4, "{arch:?}: {worst}");
     }
 }
+
+#[test]
+fn a_generation_stops_at_the_next_token_once_its_client_is_gone() {
+    use millm::engine::infer::{Finish, Sampling, TextModel};
+    let dir = write(Arch::Llama, 95);
+    let weights = load_weights(dir.path(), Quantization::FP32);
+    let text = TextModel::build(&weights, dir.path(), 64).unwrap();
+    let sampling = Sampling {
+        max_tokens: 40,
+        temperature: 1.0,
+        top_p: 1.0,
+        seed: Some(1),
+        stop: vec![],
+    };
+    // The client "leaves" after the fifth token: the check before the sixth sees it.
+    let checks = std::cell::Cell::new(0);
+    let gone = || {
+        checks.set(checks.get() + 1);
+        checks.get() > 5
+    };
+    let got = text
+        .generate(&TOKENS, &sampling, &gone, &mut |_| true)
+        .unwrap();
+    assert_eq!(got.finish, Finish::Cancelled);
+    assert_eq!(
+        got.completion_tokens, 5,
+        "tokens made after the client left"
+    );
+}

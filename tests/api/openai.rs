@@ -453,3 +453,67 @@ async fn an_architecture_that_cannot_generate_still_loads_and_v1_says_why() {
     );
     app.stop().await;
 }
+
+/// The value of the sample whose name and labels are exactly `series`, 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_stops_its_generation_and_frees_the_model() {
+    let app = spawn_app(Db::Sqlite).await;
+    loaded(&app, "tiny", true).await;
+    const CANCELLED: &str =
+        r#"millm_inference_requests_total{endpoint="completions",outcome="cancelled"}"#;
+    let scrape = || async {
+        let text = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        sample(&text, CANCELLED)
+    };
+    let before = scrape().await;
+    // A long answer: to the end of the context unless the client leaves.
+    let body = json!({"model": "tiny", "prompt": "the", "stream": true, "temperature": 1.0,
+                      "seed": 5, "max_tokens": 2000});
+    let mut stream = app
+        .http
+        .post(app.url("/v1/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let head = stream.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&head).contains("data: "));
+    // A second request waits for the model meanwhile.
+    let waiting = {
+        let (http, url) = (app.http.clone(), app.url("/v1/completions"));
+        tokio::spawn(async move {
+            let body = json!({"model": "tiny", "prompt": "a", "max_tokens": 1});
+            let resp = http.post(url).json(&body).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        })
+    };
+    drop(stream);
+    // The server notices, stops the generation (counted as cancelled) and the next one answers.
+    let (status, answer) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while scrape().await < before + 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no cancelled generation was counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+}
