@@ -180,10 +180,10 @@ impl AppError {
     }
 
     /// A load refused because another model is loaded and locked.
-    pub fn locked(locked_id: i64) -> Self {
+    pub fn locked(locked_id: i64, locked_name: &str) -> Self {
         Self::new(
             ErrorCode::ModelLocked,
-            format!("Model {locked_id} is locked in memory; unlock it first."),
+            format!("Model {locked_id} ({locked_name}) is locked in memory; unlock it first."),
         )
         .with_detail("locked_model_id", locked_id)
     }

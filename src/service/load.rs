@@ -69,9 +69,7 @@ impl Services {
                     "Another model is loading right now; wait for it to finish.",
                 ))
             }
-            Err(Refusal::Locked(locked)) => {
-                return Err(AppError::locked(locked).with_detail("model_id", row.id))
-            }
+            Err(Refusal::Locked(locked)) => return Err(self.locked_error(locked, row.id).await),
         };
 
         // Read the headers again: the files are the truth, and the device may have changed.
@@ -290,12 +288,24 @@ impl Services {
         match self.inner.engine.lock(row.id).await {
             Ok(()) => {}
             Err(LockRefusal::LockedOther(locked)) => {
-                return Err(AppError::locked(locked).with_detail("model_id", row.id))
+                return Err(self.locked_error(locked, row.id).await)
             }
             Err(LockRefusal::NotLoaded) => return Err(not_loaded(&row)),
         }
         tracing::info!(model_id = row.id, "model locked");
         self.get_model(id).await
+    }
+
+    /// `MODEL_LOCKED` for `model_id`, naming the locked model.
+    async fn locked_error(&self, locked: i64, model_id: i64) -> AppError {
+        let name = self
+            .inner
+            .store
+            .get_model(locked)
+            .await
+            .map(|r| r.name)
+            .unwrap_or_default();
+        AppError::locked(locked, &name).with_detail("model_id", model_id)
     }
 
     /// `POST /api/models/{id}/unlock`: always answers with the model, unlocked.
