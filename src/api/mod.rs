@@ -1,13 +1,13 @@
 //! The HTTP API: the envelope, the routes of `API.md`, the OpenAPI document and `/docs`.
 
 pub mod downloads;
+pub mod embeddings;
 pub mod extract;
 pub mod guard;
 pub mod health;
 pub mod lifecycle;
 pub mod metrics;
 pub mod models;
-pub mod embeddings;
 pub mod openai;
 pub mod schema;
 pub mod security;

@@ -829,7 +829,9 @@ async fn run(
         let outcome = text.generate(&prompt, &sampling, &cancelled, &mut emit);
         let endpoint = kind.label();
         let ended = match &outcome {
-            Ok(g) if g.finish == Finish::Cancelled && lease.is_revoked() => InferenceOutcome::Failed,
+            Ok(g) if g.finish == Finish::Cancelled && lease.is_revoked() => {
+                InferenceOutcome::Failed
+            }
             Ok(g) => match g.finish {
                 Finish::Stop => InferenceOutcome::Stop,
                 Finish::Length => InferenceOutcome::Length,
@@ -843,7 +845,8 @@ async fn run(
                 endpoint,
                 prompt.len(),
                 g.completion_tokens,
-                g.first_token_at.map(|t| t.saturating_duration_since(received)),
+                g.first_token_at
+                    .map(|t| t.saturating_duration_since(received)),
                 &g.token_gaps,
             );
             let decode: f64 = g.token_gaps.iter().sum();
