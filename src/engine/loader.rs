@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use super::convert::{self, ConvertError, Source};
 use super::estimate::{half_format, target_format, TargetFormat};
 use super::inspect::TensorMeta;
 use super::EngineError;
@@ -106,6 +107,42 @@ pub fn open_device(gpu: bool) -> Result<(Device, String), EngineError> {
     Ok((Device::Cpu, "cpu".into()))
 }
 
+/// Loads one tensor into `format` on `device`, straight from its mapped bytes.
+fn load_one(
+    files: &MmapedSafetensors,
+    meta: &TensorMeta,
+    format: TargetFormat,
+    device: &Device,
+    advance: &(dyn Fn(u64) -> bool + Sync),
+) -> Result<Weight, EngineError> {
+    let fail = |e: &dyn std::fmt::Display| bad(format!("tensor '{}': {e}", meta.name));
+    let converted = |e: ConvertError| match e {
+        ConvertError::Stopped => EngineError::Cancelled,
+        e => fail(&e),
+    };
+    if let TargetFormat::Keep(_) = format {
+        // Integer buffers: small, kept as stored.
+        let t = files
+            .load(&meta.name, &Device::Cpu)
+            .and_then(|t| t.to_device(device))
+            .map_err(|e| fail(&e))?;
+        advance(meta.numel());
+        return Ok(Weight::Dense(t));
+    }
+    let view = files.get(&meta.name).map_err(|e| fail(&e))?;
+    let src = Source::new(view.dtype(), view.shape(), view.data()).map_err(|e| fail(&e))?;
+    if let Some(q) = ggml(format) {
+        let qt = convert::quantize(src, q, advance)
+            .and_then(|qt| convert::quantized_onto(qt, device))
+            .map_err(converted)?;
+        return Ok(Weight::Quantized(Arc::new(qt)));
+    }
+    let dtype = dense_dtype(format).ok_or_else(|| fail(&"no dense form"))?;
+    let t = convert::to_dense(src, dtype, advance).map_err(converted)?;
+    let t = t.to_device(device).map_err(|e| fail(&e))?;
+    Ok(Weight::Dense(t))
+}
+
 /// Loads every tensor. `progress(stage, percent)` is called as work advances; a cancelled
 /// token stops at the next tensor and everything built so far is dropped.
 pub fn load_blocking(
@@ -145,6 +182,21 @@ pub fn load_blocking(
     // Largest first, so the parallel tail is short.
     let mut order: Vec<&TensorMeta> = req.tensors.iter().collect();
     order.sort_by_key(|t| std::cmp::Reverse(t.numel()));
+    // Reports the elements converted so far; false once the load is cancelled, so a large
+    // tensor stops at its next chunk.
+    let advance = |n: u64| -> bool {
+        let now = done.fetch_add(n, Ordering::Relaxed) + n;
+        let pct = ((now * 100) / total).min(99) as u8;
+        if let Ok(mut last) = last_pct.lock() {
+            if pct > *last {
+                *last = pct;
+                progress(stage, pct);
+            }
+        }
+        !cancel.is_cancelled()
+    };
+    // Tensors in parallel, and each large tensor split in chunks within ([`convert`]), so
+    // a few large tensors still keep every core busy.
     let weights: Result<Vec<(String, Weight)>, EngineError> = order
         .par_iter()
         .map(|meta| {
@@ -152,37 +204,9 @@ pub fn load_blocking(
                 return Err(EngineError::Cancelled);
             }
             let format = target_format(meta, req.quantization, half);
-            let cpu = files
-                .load(&meta.name, &Device::Cpu)
-                .map_err(|e| bad(format!("tensor '{}': {e}", meta.name)))?;
-            let weight = if let Some(q) = ggml(format) {
-                let qt = if device.is_cpu() {
-                    QTensor::quantize(&cpu, q)
-                } else {
-                    QTensor::quantize_onto(&cpu, q, &device)
-                }
-                .map_err(|e| bad(format!("tensor '{}' cannot be quantized: {e}", meta.name)))?;
-                Weight::Quantized(Arc::new(qt))
-            } else {
-                let t = match dense_dtype(format) {
-                    Some(dt) if cpu.dtype() != dt => cpu.to_dtype(dt),
-                    _ => Ok(cpu),
-                }
-                .and_then(|t| t.to_device(&device))
-                .map_err(|e| bad(format!("tensor '{}': {e}", meta.name)))?;
-                Weight::Dense(t)
-            };
-            let n = meta.numel();
+            let weight = load_one(&files, meta, format, &device, &advance)?;
             if let Ok(mut m) = by_format.lock() {
-                *m.entry(format.name()).or_default() += n;
-            }
-            let now = done.fetch_add(n, Ordering::Relaxed) + n;
-            let pct = ((now * 100) / total).min(99) as u8;
-            if let Ok(mut last) = last_pct.lock() {
-                if pct > *last {
-                    *last = pct;
-                    progress(stage, pct);
-                }
+                *m.entry(format.name()).or_default() += meta.numel();
             }
             Ok((meta.name.clone(), weight))
         })
@@ -213,4 +237,112 @@ pub fn load_blocking(
         footprint_bytes,
         dtype,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::estimate::estimate;
+    use crate::engine::inspect_folder;
+
+    /// Writes a small bf16 Llama-shaped checkpoint and returns its folder.
+    fn bf16_checkpoint(dir: &std::path::Path) -> PathBuf {
+        let dev = Device::Cpu;
+        let t = |shape: &[usize], seed: f64| {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|i| (((i as f64 + seed) * 0.618).fract() - 0.5) as f32)
+                .collect();
+            Tensor::from_vec(v, shape, &dev)
+                .and_then(|t| t.to_dtype(DType::BF16))
+                .unwrap()
+        };
+        let tensors = [
+            ("model.embed_tokens.weight", t(&[64, 256], 1.0)),
+            (
+                "model.layers.0.self_attn.q_proj.weight",
+                t(&[256, 256], 2.0),
+            ),
+            ("model.layers.0.mlp.down_proj.weight", t(&[256, 96], 3.0)),
+            ("model.norm.weight", t(&[256], 4.0)),
+        ];
+        let folder = dir.join("m");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(
+            folder.join("config.json"),
+            r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}"#,
+        )
+        .unwrap();
+        candle_core::safetensors::save(
+            &tensors
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect(),
+            folder.join("model.safetensors"),
+        )
+        .unwrap();
+        folder
+    }
+
+    fn load(folder: &std::path::Path, q: Quantization) -> (LoadedModel, u64) {
+        let info = inspect_folder(folder).unwrap();
+        let req = LoadRequest {
+            weight_files: info.weight_files.clone(),
+            tensors: info.tensors.clone(),
+            quantization: q,
+            gpu: false,
+        };
+        let model = load_blocking(&req, &CancellationToken::new(), &|_, _| {}).unwrap();
+        (model, estimate(&info.tensors, q, false).weights_bytes)
+    }
+
+    #[test]
+    fn quantized_weights_equal_candles_own_quantization_and_the_estimate() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = bf16_checkpoint(dir.path());
+        let files = unsafe { MmapedSafetensors::new(folder.join("model.safetensors")) }.unwrap();
+        for (q, want) in [
+            (Quantization::Q8, [GgmlDType::Q8_0, GgmlDType::Q8_0]),
+            (Quantization::Q4, [GgmlDType::Q4K, GgmlDType::Q4_0]),
+            (Quantization::Q2, [GgmlDType::Q2K, GgmlDType::Q4_0]),
+        ] {
+            let (model, est) = load(&folder, q);
+            assert_eq!(model.footprint_bytes, est, "{q}");
+            let names = [
+                "model.layers.0.self_attn.q_proj.weight",
+                "model.layers.0.mlp.down_proj.weight",
+            ];
+            for (name, dtype) in names.into_iter().zip(want) {
+                let Some(Weight::Quantized(got)) = model.weights.get(name) else {
+                    panic!("{name} is not quantized at {q}")
+                };
+                let stored = files.load(name, &Device::Cpu).unwrap();
+                let reference = QTensor::quantize(&stored, dtype).unwrap();
+                assert_eq!(got.dtype(), dtype, "{name} at {q}");
+                assert!(
+                    got.data().unwrap() == reference.data().unwrap(),
+                    "{name} at {q}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_cancelled_load_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = bf16_checkpoint(dir.path());
+        let info = inspect_folder(&folder).unwrap();
+        let req = LoadRequest {
+            weight_files: info.weight_files,
+            tensors: info.tensors,
+            quantization: Quantization::Q4,
+            gpu: false,
+        };
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        assert!(matches!(
+            load_blocking(&req, &cancel, &|_, _| {}),
+            Err(EngineError::Cancelled)
+        ));
+    }
 }

@@ -1,6 +1,7 @@
 //! Devices and memory, safetensors header inspection, memory estimates, the loader (with its
 //! quantization) and the runtime that owns the loaded model.
 
+mod convert;
 pub mod device;
 pub mod estimate;
 pub mod infer;
