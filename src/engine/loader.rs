@@ -1,7 +1,8 @@
 //! Loads safetensors weights (memory-mapped) into candle tensors on the load device, at the
 //! chosen quantization, using the same per-tensor rule as the estimate
 //! ([`super::estimate::target_format`]). Runs on blocking threads; tensors are converted in
-//! parallel with rayon; the cancel token is checked at every tensor.
+//! parallel with rayon, each large one split in chunks ([`super::convert`]); the cancel token
+//! is checked at every tensor and chunk.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -159,7 +160,7 @@ pub fn load_blocking(
         .map_err(|e| bad(format!("cannot map the weights: {e}")))?;
     progress(STAGE_READING, 100);
 
-    let half = half_format(&req.tensors);
+    let half = half_format(&req.tensors, req.gpu);
     let quantizing = req
         .tensors
         .iter()
@@ -297,6 +298,21 @@ mod tests {
     }
 
     #[test]
+    fn a_bf16_checkpoint_is_held_as_f16_on_the_cpu_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = bf16_checkpoint(dir.path());
+        let (model, est) = load(&folder, Quantization::FP16);
+        assert_eq!(model.dtype, "f16");
+        for (name, w) in &model.weights {
+            let Weight::Dense(t) = w else {
+                panic!("{name} is quantized at FP16")
+            };
+            assert_eq!(t.dtype(), DType::F16, "{name}");
+        }
+        assert_eq!(model.footprint_bytes, est);
+    }
+
+    #[test]
     fn quantized_weights_equal_candles_own_quantization_and_the_estimate() {
         let dir = tempfile::tempdir().unwrap();
         let folder = bf16_checkpoint(dir.path());
@@ -324,6 +340,11 @@ mod tests {
                     "{name} at {q}"
                 );
             }
+            // Embeddings and norms stay 16-bit, as f16 on the CPU.
+            let Some(Weight::Dense(emb)) = model.weights.get("model.embed_tokens.weight") else {
+                panic!("the embedding is quantized")
+            };
+            assert_eq!(emb.dtype(), DType::F16);
         }
     }
 
