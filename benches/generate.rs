@@ -1,17 +1,19 @@
 //! Generation speed on this machine's CPU: prefill and decode tokens/s and time to the first
 //! token for SmolLM2-135M-Instruct at FP32, FP16, Q8, Q4 and Q2, through the same engine code
-//! the server runs (load, text side, generation loop).
+//! the server runs (load, text side, generation loop); then FP16's dense weights held as bf16,
+//! f16 and f32, to check the form the loader picks for a 16-bit checkpoint on the CPU.
 //!
 //! Run: `cargo bench --bench generate`. The model folder is `MILLM_BENCH_MODEL_DIR`, else it is
 //! made with `tests/fixtures/smollm2_from_gguf.py` by the Python of `MILLM_TEST_PYTHON` (the test
 //! venv of `scripts/test.sh`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::DType;
 use millm::domain::Quantization;
 use millm::engine::infer::{ChatMessage, Sampling, TextModel};
-use millm::engine::{inspect_folder, load_blocking, LoadRequest};
+use millm::engine::{inspect_folder, load_blocking, LoadRequest, LoadedModel, Weight};
 use tokio_util::sync::CancellationToken;
 
 const PROMPT: &str = "The history of the printing press begins in the fifteenth century, when \
@@ -46,67 +48,94 @@ fn model_dir() -> PathBuf {
     dir
 }
 
+/// Best-of-`ROUNDS` prefill tokens/s, decode tokens/s and time to the first token (s).
+fn measure(loaded: &LoadedModel, dir: &Path) -> (f64, f64, f64) {
+    let text = TextModel::build(loaded, dir, 4096).unwrap();
+    let prompt = text
+        .encode_chat(&[ChatMessage {
+            role: "user".into(),
+            content: PROMPT.into(),
+        }])
+        .unwrap();
+    let (mut best_prefill, mut best_decode, mut best_ttft) = (0.0f64, 0.0f64, f64::MAX);
+    for _ in 0..ROUNDS {
+        // Prefill alone: the prompt and one sampled token.
+        let sampling = Sampling {
+            max_tokens: 1,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: Some(1),
+            stop: vec![],
+        };
+        let t = Instant::now();
+        text.generate(&prompt, &sampling, &|| false, &mut |_| true)
+            .unwrap();
+        let ttft = t.elapsed().as_secs_f64();
+        // Then the whole answer; decode speed is what the tokens after the first cost.
+        let sampling = Sampling {
+            max_tokens: DECODE_TOKENS,
+            ..sampling
+        };
+        let t = Instant::now();
+        let done = text
+            .generate(&prompt, &sampling, &|| false, &mut |_| true)
+            .unwrap();
+        let total = t.elapsed().as_secs_f64();
+        let decode = (done.completion_tokens.saturating_sub(1)) as f64 / (total - ttft).max(1e-9);
+        best_prefill = best_prefill.max(prompt.len() as f64 / ttft);
+        best_decode = best_decode.max(decode);
+        best_ttft = best_ttft.min(ttft);
+    }
+    (best_prefill, best_decode, best_ttft)
+}
+
+fn row(label: &str, loaded: &LoadedModel, dir: &Path) {
+    let (prefill, decode, ttft) = measure(loaded, dir);
+    println!(
+        "{label:<12} {:>12.1} {:>12.1} {:>10.1} {:>10}",
+        prefill,
+        decode,
+        ttft * 1e3,
+        loaded.footprint_bytes >> 20
+    );
+}
+
 fn main() {
     let dir = model_dir();
     let info = inspect_folder(&dir).expect("a model folder");
     let threads = rayon::current_num_threads();
     println!("SmolLM2-135M-Instruct on the CPU, {threads} threads; a chat prompt, then up to {DECODE_TOKENS} tokens, best of {ROUNDS}");
     println!(
-        "{:<6} {:>12} {:>12} {:>10} {:>10}",
+        "{:<12} {:>12} {:>12} {:>10} {:>10}",
         "quant", "prefill t/s", "decode t/s", "TTFT ms", "weights MB"
     );
-    for q in Quantization::ALL {
+    let load = |q: Quantization| {
         let request = LoadRequest {
             weight_files: info.weight_files.clone(),
             tensors: info.tensors.clone(),
             quantization: q,
             gpu: false,
         };
-        let loaded = load_blocking(&request, &CancellationToken::new(), &|_, _| {}).unwrap();
-        let text = TextModel::build(&loaded, &dir, 4096).unwrap();
-        let prompt = text
-            .encode_chat(&[ChatMessage {
-                role: "user".into(),
-                content: PROMPT.into(),
-            }])
-            .unwrap();
-        let (mut best_prefill, mut best_decode, mut best_ttft) = (0.0f64, 0.0f64, f64::MAX);
-        for _ in 0..ROUNDS {
-            // Prefill alone: the prompt and one sampled token.
-            let sampling = Sampling {
-                max_tokens: 1,
-                temperature: 0.0,
-                top_p: 1.0,
-                seed: Some(1),
-                stop: vec![],
-            };
-            let t = Instant::now();
-            text.generate(&prompt, &sampling, &|| false, &mut |_| true)
-                .unwrap();
-            let ttft = t.elapsed().as_secs_f64();
-            // Then the whole answer; decode speed is what the tokens after the first cost.
-            let sampling = Sampling {
-                max_tokens: DECODE_TOKENS,
-                ..sampling
-            };
-            let t = Instant::now();
-            let done = text
-                .generate(&prompt, &sampling, &|| false, &mut |_| true)
-                .unwrap();
-            let total = t.elapsed().as_secs_f64();
-            let decode =
-                (done.completion_tokens.saturating_sub(1)) as f64 / (total - ttft).max(1e-9);
-            best_prefill = best_prefill.max(prompt.len() as f64 / ttft);
-            best_decode = best_decode.max(decode);
-            best_ttft = best_ttft.min(ttft);
+        load_blocking(&request, &CancellationToken::new(), &|_, _| {}).unwrap()
+    };
+    for q in Quantization::ALL {
+        let loaded = load(q);
+        row(&format!("{} {}", q.as_str(), loaded.dtype), &loaded, &dir);
+    }
+
+    // The forms FP16 could hold a 16-bit checkpoint's dense weights in on the CPU, side by
+    // side: the loader's choice (`half_format`) should be the fastest of the 16-bit ones.
+    println!("\nFP16 of this checkpoint with its dense weights held as:");
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        let mut loaded = load(Quantization::FP16);
+        for w in loaded.weights.values_mut() {
+            if let Weight::Dense(t) = w {
+                if t.dtype().is_float() {
+                    *t = t.to_dtype(dtype).unwrap();
+                }
+            }
         }
-        println!(
-            "{:<6} {:>12.1} {:>12.1} {:>10.1} {:>10}",
-            q.as_str(),
-            best_prefill,
-            best_decode,
-            best_ttft * 1e3,
-            loaded.footprint_bytes >> 20
-        );
+        loaded.footprint_bytes = loaded.weights.values().map(Weight::bytes).sum();
+        row(&format!("FP16 as {}", dtype.as_str()), &loaded, &dir);
     }
 }

@@ -1,6 +1,8 @@
-//! Load figures on the CPU: a ≥ 1 GiB bf16 checkpoint at FP16 and Q4, next to a plain
-//! sequential read of the same files in the same run; estimated vs measured footprint for
-//! every test model and quantization; `GET /api/models` latency while a load runs.
+//! Load figures on the CPU: a ≥ 1 GiB bf16 checkpoint at FP16, next to a plain sequential read
+//! of the same files in the same run (alternated, medians); every quantization's GB/s on all
+//! threads and on one (the speed-up from splitting tensors across the cores); estimated vs
+//! measured footprint for every test model and quantization; `GET /api/models` latency while
+//! a load runs.
 //! Run: `cargo bench --bench load`.
 
 use std::io::Read;
@@ -15,6 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 fn gb(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e9
+}
+
+/// Rounds of the FP16 load against the plain read.
+const ROUNDS: usize = 5;
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
 }
 
 fn sequential_read(files: &[std::path::PathBuf]) -> (u64, Duration) {
@@ -55,11 +65,7 @@ fn main() {
 
     // Warm the page cache once so every figure below reads from memory alike.
     sequential_read(&info.weight_files);
-    let (n, t) = sequential_read(&info.weight_files);
-    let read_rate = gb(n, t);
-    println!("plain sequential read (warm): {read_rate:.2} GB/s");
-
-    for q in [Quantization::FP16, Quantization::Q4] {
+    let load = |q: Quantization| {
         let req = LoadRequest {
             weight_files: info.weight_files.clone(),
             tensors: info.tensors.clone(),
@@ -69,18 +75,66 @@ fn main() {
         let t = Instant::now();
         let model = load_blocking(&req, &CancellationToken::new(), &|_, _| {}).unwrap();
         let took = t.elapsed();
-        let est = estimate(&info.tensors, q, false);
-        println!(
-            "load {q:>4} on cpu: {:.2} GB/s of checkpoint ({:.2} s) = {:.2}× the plain read; footprint {:.0} MiB, estimate {:.0} MiB (+{:.0} MiB overhead)",
-            gb(bytes, took),
-            took.as_secs_f64(),
-            gb(bytes, took) / read_rate,
-            model.footprint_bytes as f64 / (1 << 20) as f64,
-            est.weights_bytes as f64 / (1 << 20) as f64,
-            est.overhead_bytes as f64 / (1 << 20) as f64,
-        );
+        let footprint = model.footprint_bytes;
+        let dtype = model.dtype.clone();
         drop(model);
         millm::engine::runtime::release_freed_memory();
+        (took, footprint, dtype)
+    };
+
+    // FP16 against the plain read, alternated so both see the same load on the machine; the
+    // ratio is taken within each round, then the median.
+    let threads = rayon::current_num_threads();
+    let mut reads = Vec::new();
+    let mut loads = Vec::new();
+    let mut ratios = Vec::new();
+    let mut held = String::new();
+    for _ in 0..ROUNDS {
+        let (n, t) = sequential_read(&info.weight_files);
+        let (took, _, dtype) = load(Quantization::FP16);
+        held = dtype;
+        reads.push(gb(n, t));
+        loads.push(gb(bytes, took));
+        ratios.push(gb(bytes, took) / gb(n, t));
+    }
+    println!(
+        "plain sequential read (warm): {:.2} GB/s; load FP16 (held as {held}) on cpu: {:.2} GB/s of checkpoint = {:.2}× the plain read (medians of {ROUNDS} alternated rounds, {threads} threads; ratios {})",
+        median(&mut reads),
+        median(&mut loads),
+        median(&mut ratios.clone()),
+        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" "),
+    );
+
+    // Every quantization on all threads and on one, for the speed-up the work split gives.
+    println!("\nload of the checkpoint per quantization, all {threads} threads vs 1:");
+    println!(
+        "{:<5} {:>6} {:>12} {:>12} {:>9} {:>9} {:>10} {:>10}",
+        "quant", "dtype", "GB/s all", "GB/s 1", "speed-up", "per core", "MiB held", "estimate"
+    );
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for q in [
+        Quantization::FP16,
+        Quantization::Q8,
+        Quantization::Q4,
+        Quantization::Q2,
+    ] {
+        let (all, footprint, dtype) = load(q);
+        let (single, _, _) = one.install(|| load(q));
+        let est = estimate(&info.tensors, q, false);
+        let speedup = single.as_secs_f64() / all.as_secs_f64();
+        println!(
+            "{:<5} {dtype:>6} {:>12.3} {:>12.3} {:>8.2}× {:>9.2} {:>10.0} {:>10.0}",
+            q.as_str(),
+            gb(bytes, all),
+            gb(bytes, single),
+            speedup,
+            speedup / threads as f64,
+            footprint as f64 / (1 << 20) as f64,
+            est.weights_bytes as f64 / (1 << 20) as f64,
+        );
     }
 
     println!("\nestimated vs measured weights (MiB) for every test model:");
