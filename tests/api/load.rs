@@ -16,7 +16,8 @@ fn expected_dtype(q: &str, bf16: bool) -> &'static str {
     match (q, bf16) {
         ("FP32", _) => "f32",
         ("FP16", false) => "f16",
-        ("FP16", true) => "bf16",
+        // On the CPU a bf16 checkpoint is held as f16 (candle widens bf16 matmuls on every call).
+        ("FP16", true) => "f16",
         ("Q8", _) => "q8_0",
         ("Q4", _) => "q4k",
         ("Q2", _) => "q2k",
