@@ -1,12 +1,13 @@
-//! Memory is really returned: process RSS before a load, after it, and after the unload. In a
-//! test binary of its own so no other test's allocations move the figures.
+//! Memory is really returned (process RSS before a load, after it, and after the unload), and
+//! the estimate is honest (RSS after a warm-up generation against `estimated_memory_mb`). In a
+//! test binary of its own so no other test's allocations move the figures; the tests take turns.
 
 use std::time::Duration;
 
 use millm::app::App;
 use millm::config::Settings;
 use millm_testkit::{TinyLlama, WeightDtype};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
@@ -15,56 +16,83 @@ fn rss_bytes() -> u64 {
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
 }
 
-async fn status(http: &reqwest::Client, base: &str, id: i64) -> Value {
-    let v: Value = http
-        .get(format!("{base}/api/models/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["data"].clone()
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unload_returns_the_memory_a_load_took() {
-    let dir = tempfile::tempdir().unwrap();
-    // About 256 MiB of bf16 weights, loaded at FP16 (kept bf16) and at Q8.
-    let model = TinyLlama::with_weight_bytes(256 << 20, WeightDtype::BF16)
-        .write(&dir.path().join("model"))
-        .unwrap();
-    let mut settings = Settings::for_data_dir(dir.path().join("data"));
-    settings.port = 0;
-    let app = App::build(settings).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = app.shutdown_token();
-    let handle = tokio::spawn(app.run());
-    let http = reqwest::Client::new();
-    let body =
-        serde_json::json!({"source": "local", "local_path": model.dir, "quantization": "FP16"});
-    let reply: Value = http
-        .post(format!("{base}/api/models"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = reply["data"]["id"].as_i64().unwrap();
+/// One test at a time: each reads the process's RSS.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-    for round in 0..2 {
-        let before = rss_bytes();
-        http.post(format!("{base}/api/models/{id}/load"))
+/// A server on port 0 and a folder of about 256 MiB of bf16 weights (a real tokenizer).
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    model_dir: std::path::PathBuf,
+    shutdown: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(adjust: impl FnOnce(&mut Settings)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let model = TinyLlama::with_weight_bytes(256 << 20, WeightDtype::BF16)
+            .write(&dir.path().join("model"))
+            .unwrap();
+        let mut settings = Settings::for_data_dir(dir.path().join("data"));
+        settings.port = 0;
+        adjust(&mut settings);
+        let app = App::build(settings).await.unwrap();
+        Server {
+            base: format!("http://127.0.0.1:{}", app.port()),
+            http: reqwest::Client::new(),
+            model_dir: model.dir,
+            shutdown: app.shutdown_token(),
+            handle: tokio::spawn(app.run()),
+            _dir: dir,
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
             .send()
             .await
             .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    /// Registers the model folder at `quantization` as `name`: the model's `data`.
+    async fn register(&self, quantization: &str, name: &str) -> Value {
+        let body = json!({"source": "local", "local_path": self.model_dir,
+                          "quantization": quantization, "custom_name": name});
+        let (status, reply) = self.post("/api/models", body).await;
+        assert_eq!(status, 202, "{reply}");
+        reply["data"].clone()
+    }
+
+    /// Loads model `id` and waits until it is loaded: its `data` then.
+    async fn load(&self, id: i64) -> Value {
+        let (status, reply) = self
+            .post(&format!("/api/models/{id}/load"), json!({}))
+            .await;
+        assert_eq!(status, 202, "{reply}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        let loaded = loop {
-            let m = status(&http, &base, id).await;
+        loop {
+            let m: Value = self
+                .http
+                .get(format!("{}/api/models/{id}", self.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let m = m["data"].clone();
             if m["status"] == "loaded" {
-                break m;
+                return m;
             }
             assert_ne!(m["status"], "error", "{m}");
             assert!(
@@ -72,17 +100,36 @@ async fn unload_returns_the_memory_a_load_took() {
                 "load did not finish"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        }
+    }
+
+    async fn unload(&self, id: i64) {
+        let (status, reply) = self
+            .post(&format!("/api/models/{id}/unload"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{reply}");
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.handle.await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unload_returns_the_memory_a_load_took() {
+    let _turn = TURN.lock().await;
+    let server = Server::start(|_| {}).await;
+    let id = server.register("FP16", "fp16").await["id"]
+        .as_i64()
+        .unwrap();
+    for round in 0..2 {
+        let before = rss_bytes();
+        let loaded = server.load(id).await;
         let footprint = loaded["memory_footprint"].as_u64().unwrap();
         let after_load = rss_bytes();
-        let resp = http
-            .post(format!("{base}/api/models/{id}/unload"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        server.unload(id).await;
         let after_unload = rss_bytes();
-        let mb = |b: u64| b as f64 / (1 << 20) as f64;
         println!(
             "round {round}: footprint {:.0} MiB; RSS before {:.0} MiB, after load {:.0} MiB, after unload {:.0} MiB",
             mb(footprint), mb(before), mb(after_load), mb(after_unload)
@@ -96,6 +143,41 @@ async fn unload_returns_the_memory_a_load_took() {
             "the unload gives the memory back: before {before}, after unload {after_unload}, footprint {footprint}"
         );
     }
-    shutdown.cancel();
-    let _ = handle.await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_warm_up_generation_rss_is_within_5_percent_of_the_estimate() {
+    let _turn = TURN.lock().await;
+    // A context the warm-up fills, so the KV cache the estimate counts is really held once.
+    let server = Server::start(|s| s.max_context_tokens = 256).await;
+    for quantization in ["FP16", "Q8", "Q4"] {
+        let name = format!("m-{quantization}");
+        let model = server.register(quantization, &name).await;
+        let id = model["id"].as_i64().unwrap();
+        let estimate = model["estimated_memory_mb"].as_u64().unwrap() << 20;
+        let before = rss_bytes();
+        server.load(id).await;
+        let after_load = rss_bytes();
+        let body = json!({"model": name, "prompt": "Once", "temperature": 1.0, "seed": 1,
+                          "max_tokens": 250});
+        let (status, answer) = server.post("/v1/completions", body).await;
+        assert_eq!(status, 200, "{answer}");
+        let held = rss_bytes().saturating_sub(before);
+        let off = (held as f64 - estimate as f64) / estimate as f64;
+        println!(
+            "{quantization}: estimate {:.0} MiB; RSS growth after the load {:.0} MiB, after a warm-up generation of {} tokens {:.0} MiB ({:+.1}% of the estimate)",
+            mb(estimate),
+            mb(after_load.saturating_sub(before)),
+            answer["usage"]["completion_tokens"],
+            mb(held),
+            off * 100.0
+        );
+        assert!(
+            off.abs() <= 0.05,
+            "{quantization}: RSS grew {held} against an estimate of {estimate}"
+        );
+        server.unload(id).await;
+    }
+    server.stop().await;
 }

@@ -148,6 +148,9 @@ pub struct Estimate {
     /// One generation's KV cache over the context the server allows (0 when the model cannot
     /// generate).
     pub kv_cache_bytes: u64,
+    /// The second copy of quantized weights that candle's x86 matmul kernels build on the first
+    /// use and keep with each tensor (see [`repacked_bytes`]).
+    pub repacked_bytes: u64,
 }
 
 /// CUDA context memory measured with candle on an H100 (`../shared/gpu/README.md`).
@@ -155,7 +158,7 @@ pub const CUDA_CONTEXT_BYTES: u64 = 600 << 20;
 
 impl Estimate {
     pub fn total_bytes(&self) -> u64 {
-        self.weights_bytes + self.overhead_bytes + self.kv_cache_bytes
+        self.weights_bytes + self.overhead_bytes + self.kv_cache_bytes + self.repacked_bytes
     }
 
     /// The same estimate with a generation's KV cache counted.
@@ -166,7 +169,7 @@ impl Estimate {
         }
     }
 
-    /// `estimated_memory_mb`: weights, overhead and KV cache, MiB rounded up.
+    /// `estimated_memory_mb`: weights, repacked weights, overhead and KV cache, MiB rounded up.
     pub fn total_mb(&self) -> u64 {
         mib_ceil(self.total_bytes())
     }
@@ -181,10 +184,72 @@ pub fn estimate(tensors: &[TensorMeta], quant: Quantization, gpu: bool) -> Estim
         .sum();
     let margin = (weights_bytes / 50).max(16 << 20);
     let overhead_bytes = margin + if gpu { CUDA_CONTEXT_BYTES } else { 0 };
+    let repacked_bytes = if gpu {
+        0
+    } else {
+        let level = X86Kernels::detect();
+        tensors
+            .iter()
+            .map(|t| repacked_bytes(t, target_format(t, quant, half), level))
+            .sum()
+    };
     Estimate {
         weights_bytes,
         overhead_bytes,
         kv_cache_bytes: 0,
+        repacked_bytes,
+    }
+}
+
+/// The x86 kernel tier candle 0.11's quantized matmul picks (`quantized::repack_x86::level`,
+/// crate-private, so its rule is repeated here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum X86Kernels {
+    /// No repacking (not x86-64, or no AVX2 + FMA).
+    None,
+    Avx2,
+    /// AVX-VNNI or AVX512-VNNI: Q8_0 is repacked too.
+    Vnni,
+}
+
+impl X86Kernels {
+    pub fn detect() -> X86Kernels {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let vnni = (is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512vnni"))
+                || (is_x86_feature_detected!("avxvnni") && is_x86_feature_detected!("avx2"));
+            if vnni {
+                return X86Kernels::Vnni;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return X86Kernels::Avx2;
+            }
+        }
+        X86Kernels::None
+    }
+}
+
+/// Bytes of the tiled copy candle's x86 kernels make of a CPU weight `t` held as `format`, on
+/// its first matmul, and keep as long as the tensor lives: 16 rows × one 256-value super-block
+/// per Q4_K tile (f32 scales and mins unpacked: 3,072 bytes for 4,096 values), 16 rows × one
+/// 32-value block per Q8_0 tile (544 bytes for 512 values, with VNNI only). Matrices whose rows
+/// are not a multiple of 256 values, or whose row count is not a multiple of 16, stay as they
+/// are.
+pub fn repacked_bytes(t: &TensorMeta, format: TargetFormat, level: X86Kernels) -> u64 {
+    const TILE_ROWS: usize = 16;
+    if t.shape.len() != 2 || level == X86Kernels::None {
+        return 0;
+    }
+    let (rows, inner) = (t.shape[0], t.shape[1]);
+    if inner == 0 || inner % 256 != 0 || rows % TILE_ROWS != 0 {
+        return 0;
+    }
+    let numel = (rows * inner) as u64;
+    match format {
+        TargetFormat::Q4K => numel / 4096 * 3072,
+        TargetFormat::Q8_0 if level == X86Kernels::Vnni => numel / 512 * 544,
+        _ => 0,
     }
 }
 
@@ -291,5 +356,35 @@ mod tests {
         // At Q4 the embedding and the norm stay 16-bit, the projection becomes Q4_K.
         let q4 = estimate(&ts, Quantization::Q4, false).weights_bytes;
         assert_eq!(q4, (1000 * 256 + 256) * 2 + 512 * 256 / 256 * 144);
+    }
+
+    #[test]
+    fn candles_x86_kernels_keep_a_tiled_copy_of_q4k_and_q8_0_weights() {
+        let proj = t("model.layers.0.mlp.up_proj.weight", Dtype::F32, &[512, 256]);
+        let odd = t("model.layers.0.mlp.up_proj.weight", Dtype::F32, &[512, 576]);
+        let q4k = repacked_bytes(&proj, TargetFormat::Q4K, X86Kernels::Avx2);
+        assert_eq!(q4k, 512 * 256 / 4096 * 3072);
+        assert_eq!(
+            repacked_bytes(&proj, TargetFormat::Q8_0, X86Kernels::Avx2),
+            0
+        );
+        assert_eq!(
+            repacked_bytes(&proj, TargetFormat::Q8_0, X86Kernels::Vnni),
+            512 * 256 / 512 * 544
+        );
+        assert_eq!(
+            repacked_bytes(&odd, TargetFormat::Q8_0, X86Kernels::Vnni),
+            0
+        );
+        assert_eq!(
+            repacked_bytes(&proj, TargetFormat::Q4_0, X86Kernels::Vnni),
+            0
+        );
+        assert_eq!(
+            repacked_bytes(&proj, TargetFormat::Q4K, X86Kernels::None),
+            0
+        );
+        let on_gpu = estimate(std::slice::from_ref(&proj), Quantization::Q4, true);
+        assert_eq!(on_gpu.repacked_bytes, 0);
     }
 }

@@ -102,6 +102,7 @@ impl Services {
                     .with_detail("model_id", row.id)
                     .with_detail("weights_mb", mib_ceil(est.weights_bytes))
                     .with_detail("overhead_mb", mib_ceil(est.overhead_bytes))
+                    .with_detail("repacked_mb", mib_ceil(est.repacked_bytes))
                     .with_detail("kv_cache_mb", mib_ceil(est.kv_cache_bytes)),
             );
         }
