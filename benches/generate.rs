@@ -3,6 +3,13 @@
 //! the server runs (load, text side, generation loop); then FP16's dense weights held as bf16,
 //! f16 and f32, to check the form the loader picks for a 16-bit checkpoint on the CPU.
 //!
+//! Last, in the same run, llama.cpp's `llama-bench` with the same threads on the GGUF the model
+//! came from, requantized to the formats we hold (Q8_0; Q4_0, since the 576-wide rows do not fit
+//! Q4_K's blocks), and our decode speed as a ratio of its (target: at least 0.8× at Q8 and Q4).
+//! `scripts/llama-cpp-bench.sh` builds llama.cpp from the sources in the llama-cpp-python source
+//! package on PyPI, under the build folder (the first run takes minutes);
+//! `MILLM_BENCH_LLAMA_CPP=0` skips it.
+//!
 //! Run: `cargo bench --bench generate`. The model folder is `MILLM_BENCH_MODEL_DIR`, else it is
 //! made with `tests/fixtures/smollm2_from_gguf.py` by the Python of `MILLM_TEST_PYTHON` (the test
 //! venv of `scripts/test.sh`).
@@ -89,7 +96,8 @@ fn measure(loaded: &LoadedModel, dir: &Path) -> (f64, f64, f64) {
     (best_prefill, best_decode, best_ttft)
 }
 
-fn row(label: &str, loaded: &LoadedModel, dir: &Path) {
+/// Prints one row; returns its decode tokens/s.
+fn row(label: &str, loaded: &LoadedModel, dir: &Path) -> f64 {
     let (prefill, decode, ttft) = measure(loaded, dir);
     println!(
         "{label:<12} {:>12.1} {:>12.1} {:>10.1} {:>10}",
@@ -98,6 +106,58 @@ fn row(label: &str, loaded: &LoadedModel, dir: &Path) {
         ttft * 1e3,
         loaded.footprint_bytes >> 20
     );
+    decode
+}
+
+fn python() -> String {
+    std::env::var("MILLM_TEST_PYTHON").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        format!("{target}/python-hub-client/bin/python")
+    })
+}
+
+/// llama.cpp's (prefill, decode) tokens/s for `Q8_0` and `Q4_0`, from `llama-bench`'s JSON lines.
+fn llama_cpp(threads: usize) -> Option<Vec<(String, f64, f64)>> {
+    let out = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/llama-cpp-bench.sh"
+        ))
+        .arg(python())
+        .arg(threads.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("llama-cpp-bench.sh failed; no comparison");
+        return None;
+    }
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let file = v["model_filename"].as_str().unwrap_or_default();
+        let format = if file.contains("Q8_0") {
+            "Q8_0"
+        } else {
+            "Q4_0"
+        };
+        let ts = v["avg_ts"].as_f64().unwrap_or(0.0);
+        let entry = match rows.iter_mut().find(|r| r.0 == format) {
+            Some(r) => r,
+            None => {
+                rows.push((format.to_string(), 0.0, 0.0));
+                rows.last_mut().unwrap()
+            }
+        };
+        if v["n_prompt"].as_u64().unwrap_or(0) > 0 {
+            entry.1 = ts;
+        } else {
+            entry.2 = ts;
+        }
+    }
+    Some(rows)
 }
 
 fn main() {
@@ -118,9 +178,11 @@ fn main() {
         };
         load_blocking(&request, &CancellationToken::new(), &|_, _| {}).unwrap()
     };
+    let mut ours = Vec::new();
     for q in Quantization::ALL {
         let loaded = load(q);
-        row(&format!("{} {}", q.as_str(), loaded.dtype), &loaded, &dir);
+        let decode = row(&format!("{} {}", q.as_str(), loaded.dtype), &loaded, &dir);
+        ours.push((loaded.dtype.clone(), decode));
     }
 
     // The forms FP16 could hold a 16-bit checkpoint's dense weights in on the CPU, side by
@@ -137,5 +199,30 @@ fn main() {
         }
         loaded.footprint_bytes = loaded.weights.values().map(Weight::bytes).sum();
         row(&format!("FP16 as {}", dtype.as_str()), &loaded, &dir);
+    }
+
+    if std::env::var("MILLM_BENCH_LLAMA_CPP").as_deref() == Ok("0") {
+        return;
+    }
+    let Some(theirs) = llama_cpp(threads) else {
+        return;
+    };
+    println!(
+        "\nllama.cpp llama-bench, {threads} threads (pp64 / tg64, mean of 3), against our decode:"
+    );
+    println!(
+        "{:<12} {:>12} {:>12} {:>14} {:>10}",
+        "format", "prefill t/s", "decode t/s", "our decode t/s", "ratio"
+    );
+    for (format, prefill, decode) in theirs {
+        let mine = ours
+            .iter()
+            .find(|(dtype, _)| dtype.eq_ignore_ascii_case(&format))
+            .map_or(0.0, |(_, d)| *d);
+        let ratio = mine / decode.max(1e-9);
+        let verdict = if ratio >= 0.8 { "met" } else { "MISSED" };
+        println!(
+            "{format:<12} {prefill:>12.1} {decode:>12.1} {mine:>14.1} {ratio:>9.2}× (target 0.8×: {verdict})"
+        );
     }
 }
