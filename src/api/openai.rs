@@ -539,6 +539,15 @@ pub(super) async fn answerer(
             e.retry_after = Some(5);
             Err(e)
         }
+        Answerer::CannotGenerate(row) => Err(OaiError::invalid(
+            format!(
+                "The model '{}' cannot generate text: its architecture ({}) is not one this server runs.",
+                row.name,
+                row.architecture.as_deref().unwrap_or("unknown")
+            ),
+            Some("model"),
+        )
+        .with_code(StatusCode::BAD_REQUEST, "model_cannot_generate")),
         Answerer::Locked(row, locked_id, locked_name) => Err(OaiError::invalid(
             format!(
                 "The model '{locked_name}' (id {locked_id}) is locked in memory, so '{}' cannot be loaded; unlock it first (POST /api/models/{locked_id}/unlock).",

@@ -21,6 +21,8 @@ pub enum Answerer {
     OtherLoading(Box<ModelRecord>),
     /// It is known but not in memory (and loading on request is off, or it cannot load).
     NotLoaded(Box<ModelRecord>),
+    /// Its architecture cannot generate (and it is not loaded: it is not loaded for nothing).
+    CannotGenerate(Box<ModelRecord>),
     /// Another model is loaded and locked (its id and name).
     Locked(Box<ModelRecord>, i64, String),
     /// No model has that name, id or repo id.
@@ -72,6 +74,9 @@ impl Services {
             let this_loading = facts.loading == Some(id) || now.status == ModelStatus::Loading;
             if facts.loading.is_some_and(|other| other != id) {
                 return Ok(Answerer::OtherLoading(Box::new(now)));
+            }
+            if !supports_inference(now.architecture.as_deref()) {
+                return Ok(Answerer::CannotGenerate(Box::new(now)));
             }
             if !self.inner.settings.load_on_request {
                 return Ok(if this_loading {

@@ -447,9 +447,37 @@ async fn an_architecture_that_cannot_generate_still_loads_and_v1_says_why() {
 
     // A Llama reports that it can.
     let tiny = app.write_model("llama", TinyLlama::default());
+    let r = app.add_local(&tiny.dir, "Q8").await;
+    assert_eq!(r.data()["supports_inference"], true);
+
+    // With the Llama loaded, naming the NeoX model says it cannot generate, without loading it
+    // in the Llama's place.
+    let llama = r.data()["id"].as_i64().unwrap();
+    let (status, body) = v1(
+        &app,
+        "/v1/completions",
+        json!({"model": "llama", "prompt": "Hi", "max_tokens": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = v1(
+        &app,
+        "/v1/completions",
+        json!({"model": "neox", "prompt": "Hi", "max_tokens": 3}),
+    )
+    .await;
     assert_eq!(
-        app.add_local(&tiny.dir, "Q8").await.data()["supports_inference"],
-        true
+        (status, body["error"]["code"].as_str()),
+        (400, Some("model_cannot_generate")),
+        "{body}"
+    );
+    assert_eq!(
+        app.get(&format!("/api/models/{llama}")).await.data()["status"],
+        "loaded"
+    );
+    assert_eq!(
+        app.get(&format!("/api/models/{id}")).await.data()["status"],
+        "ready"
     );
     app.stop().await;
 }
