@@ -9,8 +9,9 @@
 #   device run (carry .gpu): bash .gpu/with-cuda-libs.sh bash .gpu/gpu-check.sh .gpu/bin "$OUT"
 #
 # It writes a ≥ 3 GiB bf16 Llama checkpoint, loads it with millm at FP16 and at Q4 (from a cold
-# page cache when it may drop caches), and prints load GB/s, NVML memory before the load, after
-# it and after the unload, and the estimate; then times transformers' from_pretrained(...,
+# page cache when it may drop caches), and prints load GB/s, tokens/s of a 64-token generation on
+# the device, NVML memory before the load, after it, after the generation and after the unload,
+# and the estimate; then times transformers' from_pretrained(...,
 # device_map="cuda") on the same files. GPU_CHECK_ALLOW_CPU=1 dry-runs it on a CPU build.
 set -euo pipefail
 BIN=${1:-.gpu/bin}
@@ -64,6 +65,14 @@ for q in FP16 Q4; do
   secs=$(since "$t0")
   after=$(mem_mb)
   model=$(curl -s "$API/api/models/$id")
+  # Generation on the device: 64 tokens after a short prompt (the random weights of the test
+  # checkpoint cost what real ones do); the server's own figure of the last minute's tokens/s.
+  gen=$(curl -s "$API/v1/completions" -H 'content-type: application/json' \
+    -d "{\"model\":\"$id\",\"prompt\":\"Once upon a time\",\"max_tokens\":64,\"temperature\":1,\"seed\":1}")
+  tps=$(curl -s "$API/api/health" | field "['tokens_per_second']")
+  echo "millm $q on the device: $(echo "$gen" | "$PY" -c "import json,sys; d=json.load(sys.stdin); print(d.get('usage') or d)") at $tps tokens/s"
+  after_gen=$(mem_mb)
+  echo "NVML used after that generation: $after_gen MiB"
   curl -s -X POST "$API/api/models/$id/unload" > /dev/null
   unloaded=$(mem_mb)
   echo "$model" | "$PY" -c "
