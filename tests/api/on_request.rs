@@ -270,12 +270,9 @@ async fn an_idle_model_is_unloaded_after_idle_unload_seconds(db: Db) {
     let a = ready(&app, "alpha", 9).await;
     let (status, _, body) = v1(&app, "/v1/chat/completions", chat("alpha")).await;
     assert_eq!(status, 200, "{body}");
-    // Still loaded (a slow machine may already have passed the second): it says when it goes.
-    let now = status_of(&app, a).await;
-    if now["status"] == "loaded" {
-        let at = now["idle_unload_at"]
-            .as_str()
-            .expect("idle_unload_at is set");
+    // While it waits (a slow machine may already be past the second, or unloading), it says
+    // when it goes; the lock test checks the field is there during a long wait.
+    if let Some(at) = status_of(&app, a).await["idle_unload_at"].as_str() {
         let left = chrono::DateTime::parse_from_rfc3339(at)
             .unwrap()
             .signed_duration_since(chrono::Utc::now());
