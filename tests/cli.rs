@@ -435,6 +435,41 @@ async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatu
 
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_starts_with_its_key_in_the_environment_or_as_a_flag_and_needs_it() {
+    for with_flag in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_millm"));
+        cmd.args(["serve", "--port", "0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env_clear()
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if with_flag {
+            cmd.args(["--api-key", "serve-key"]);
+        } else {
+            cmd.env("MILLM_API_KEY", "serve-key");
+        }
+        let mut child = cmd.spawn().expect("millm serve starts");
+        let url = read_three_lines_and_close_stdout(&mut child).await;
+        let http = reqwest::Client::new();
+        let without = http.get(format!("{url}/api/models")).send().await.unwrap();
+        assert_eq!(without.status(), 401, "flag: {with_flag}");
+        let with = http
+            .get(format!("{url}/api/models"))
+            .bearer_auth("serve-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(with.status(), 200, "flag: {with_flag}");
+        assert!(terminate(&mut child).await.success());
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_exits_on_sigterm_after_its_stdout_and_stderr_are_closed() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = serve_child(dir.path());

@@ -40,7 +40,8 @@ pub struct Cli {
     /// subcommands: `millm --api-key KEY list`, or set MILLM_API_KEY.
     #[arg(
         long = "api-key",
-        global = true,
+        // Not `global`: `serve` has its own `--api-key`/MILLM_API_KEY (a `Secret`), and a global
+        // argument of the same name would be parsed into it and abort start-up.
         env = "MILLM_API_KEY",
         value_name = "KEY",
         hide_env_values = true

@@ -10,7 +10,7 @@ use std::time::Duration;
 use millm_testkit::TinyLlama;
 use serde_json::json;
 
-use crate::support::{spawn_app, spawn_app_with_hub, Db, TestApp};
+use crate::support::{sample, spawn_app, spawn_app_with_hub, Db, TestApp};
 
 async fn scrape(app: &TestApp) -> String {
     let resp = app
@@ -26,15 +26,6 @@ async fn scrape(app: &TestApp) -> String {
         "{content_type}"
     );
     resp.text().await.expect("body")
-}
-
-/// The value of the sample whose name and labels are exactly `series`, 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(name, _)| *name == series)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

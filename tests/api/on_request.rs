@@ -8,7 +8,7 @@ use millm_testkit::TinyLlama;
 use serde_json::{json, Value};
 
 use crate::on_both_databases;
-use crate::support::{spawn_configured, Db, TestApp};
+use crate::support::{sample, spawn_configured, Db, TestApp};
 
 const LOAD_WAIT: Duration = Duration::from_secs(60);
 const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
@@ -371,15 +371,6 @@ async fn embeddings_answer_in_openais_shape_floats_or_base64() {
         (404, Some("model_not_found"))
     );
     app.stop().await;
-}
-
-/// The value of the sample whose name and labels are exactly `series`, 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(name, _)| *name == series)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

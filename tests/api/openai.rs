@@ -7,7 +7,7 @@ use std::time::Duration;
 use millm_testkit::TinyLlama;
 use serde_json::{json, Value};
 
-use crate::support::{spawn_app, spawn_configured, spawn_with, test_settings, Db, TestApp};
+use crate::support::{sample, spawn_app, spawn_configured, spawn_with, test_settings, Db, TestApp};
 
 const LOAD_WAIT: Duration = Duration::from_secs(60);
 const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
@@ -299,6 +299,23 @@ async fn a_model_without_a_chat_template_still_completes() {
     app.stop().await;
 }
 
+/// A streamed answer to the end of the context (at temperature 1 the tiny model rarely stops),
+/// once its first chunk has come: it holds the model then. The response and that chunk.
+async fn holding_stream(app: &TestApp, seed: u64) -> (reqwest::Response, String) {
+    let body = json!({"model": "tiny", "prompt": "the", "stream": true, "temperature": 1.0,
+                      "seed": seed, "max_tokens": 2000});
+    let mut resp = app
+        .http
+        .post(app.url("/v1/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let head = String::from_utf8_lossy(&resp.chunk().await.unwrap().unwrap()).to_string();
+    assert!(head.contains("data: "), "{head}");
+    (resp, head)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unload_mid_stream_ends_it_with_an_error_then_done_and_a_full_queue_answers_429() {
     let dir = tempfile::tempdir().unwrap();
@@ -307,19 +324,7 @@ async fn an_unload_mid_stream_ends_it_with_an_error_then_done_and_a_full_queue_a
     settings.max_queued_requests = 1;
     let app = spawn_with(settings, dir).await;
     let id = loaded(&app, "tiny", true).await;
-    // A long answer (to the end of the context, at temperature 0 the tiny model rarely stops).
-    let body = json!({"model": "tiny", "prompt": "the", "stream": true, "temperature": 1.0,
-                      "seed": 3, "max_tokens": 2000});
-    let mut first = app
-        .http
-        .post(app.url("/v1/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    // Wait for its first chunk: it holds the model now.
-    let head = first.chunk().await.unwrap().unwrap();
-    assert!(String::from_utf8_lossy(&head).contains("data: "));
+    let (mut first, head) = holding_stream(&app, 3).await;
     // Two more at once: one waits for the model, the other is refused (a queue of one).
     let ask = |prompt: &str| {
         let http = app.http.clone();
@@ -343,7 +348,7 @@ async fn an_unload_mid_stream_ends_it_with_an_error_then_done_and_a_full_queue_a
         .post(&format!("/api/models/{id}/unload"), json!({}))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let mut rest = String::from_utf8_lossy(&head).to_string();
+    let mut rest = head;
     while let Some(bytes) = first.chunk().await.unwrap() {
         rest.push_str(&String::from_utf8_lossy(&bytes));
     }
@@ -482,15 +487,6 @@ async fn an_architecture_that_cannot_generate_still_loads_and_v1_says_why() {
     app.stop().await;
 }
 
-/// The value of the sample whose name and labels are exactly `series`, 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(name, _)| *name == series)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_disconnects_stops_its_generation_and_frees_the_model() {
     let app = spawn_app(Db::Sqlite).await;
@@ -510,18 +506,7 @@ async fn a_client_that_disconnects_stops_its_generation_and_frees_the_model() {
         sample(&text, CANCELLED)
     };
     let before = scrape().await;
-    // A long answer: to the end of the context unless the client leaves.
-    let body = json!({"model": "tiny", "prompt": "the", "stream": true, "temperature": 1.0,
-                      "seed": 5, "max_tokens": 2000});
-    let mut stream = app
-        .http
-        .post(app.url("/v1/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let head = stream.chunk().await.unwrap().unwrap();
-    assert!(String::from_utf8_lossy(&head).contains("data: "));
+    let (stream, _) = holding_stream(&app, 5).await;
     // A second request waits for the model meanwhile.
     let waiting = {
         let (http, url) = (app.http.clone(), app.url("/v1/completions"));

@@ -257,3 +257,13 @@ impl TestApp {
         self.send(request.bearer_auth(key)).await
     }
 }
+
+/// In a Prometheus text `text`, the value of the sample whose name and labels are exactly
+/// `series`, 0 when absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0.0)
+}
