@@ -149,8 +149,9 @@ pub struct Estimate {
     /// One generation's KV cache over the context the server allows (0 when the model cannot
     /// generate).
     pub kv_cache_bytes: u64,
-    /// The second copy of quantized weights that candle's x86 matmul kernels build on the first
-    /// use and keep with each tensor (see [`repacked_bytes`]).
+    /// Second copies kept for the matmuls: the tiled copy of quantized weights that candle's
+    /// x86 kernels build on the first use and keep with each tensor (see [`repacked_bytes`]),
+    /// and the Q8_0 LM head of a tied embedding in a quantized load (see [`tied_head_bytes`]).
     pub repacked_bytes: u64,
 }
 
@@ -192,7 +193,8 @@ pub fn estimate(tensors: &[TensorMeta], quant: Quantization, gpu: bool) -> Estim
         tensors
             .iter()
             .map(|t| repacked_bytes(t, target_format(t, quant, half), level))
-            .sum()
+            .sum::<u64>()
+            + tied_head_bytes(tensors, quant)
     };
     Estimate {
         weights_bytes,
@@ -200,6 +202,24 @@ pub fn estimate(tensors: &[TensorMeta], quant: Quantization, gpu: bool) -> Estim
         kv_cache_bytes: 0,
         repacked_bytes,
     }
+}
+
+/// The Q8_0 copy of a tied embedding table that a quantized load on the CPU keeps as its LM
+/// head (`infer::llama`): for a checkpoint with `model.embed_tokens.weight` and no
+/// `lm_head.weight`, rows a multiple of 32 values.
+pub fn tied_head_bytes(tensors: &[TensorMeta], quant: Quantization) -> u64 {
+    if !matches!(
+        quant,
+        Quantization::Q8 | Quantization::Q4 | Quantization::Q2
+    ) || tensors.iter().any(|t| t.name.ends_with("lm_head.weight"))
+    {
+        return 0;
+    }
+    tensors
+        .iter()
+        .find(|t| t.name.ends_with("embed_tokens.weight") && t.shape.len() == 2)
+        .filter(|t| t.shape[1] > 0 && t.shape[1] % 32 == 0)
+        .map_or(0, |t| TargetFormat::Q8_0.bytes(t.numel()))
 }
 
 /// The x86 kernel tier candle 0.11's quantized matmul picks (`quantized::repack_x86::level`,
@@ -387,5 +407,30 @@ mod tests {
         );
         let on_gpu = estimate(std::slice::from_ref(&proj), Quantization::Q4, true);
         assert_eq!(on_gpu.repacked_bytes, 0);
+    }
+
+    #[test]
+    fn a_quantized_load_of_tied_embeddings_counts_their_q8_0_head() {
+        let emb = t("model.embed_tokens.weight", Dtype::BF16, &[1000, 576]);
+        let proj = t(
+            "model.layers.0.mlp.up_proj.weight",
+            Dtype::BF16,
+            &[576, 576],
+        );
+        let head = t("lm_head.weight", Dtype::BF16, &[1000, 576]);
+        let tied = vec![emb.clone(), proj.clone()];
+        assert_eq!(
+            tied_head_bytes(&tied, Quantization::Q8),
+            1000 * 576 / 32 * 34
+        );
+        assert_eq!(
+            tied_head_bytes(&tied, Quantization::Q2),
+            1000 * 576 / 32 * 34
+        );
+        assert_eq!(tied_head_bytes(&tied, Quantization::FP16), 0);
+        assert_eq!(tied_head_bytes(&[emb, proj, head], Quantization::Q8), 0);
+        let cpu = estimate(&tied, Quantization::Q8, false);
+        assert!(cpu.repacked_bytes >= 1000 * 576 / 32 * 34);
+        assert_eq!(estimate(&tied, Quantization::Q8, true).repacked_bytes, 0);
     }
 }

@@ -7,8 +7,9 @@
 //! the in-memory weights.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use candle_core::quantized::QMatMul;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 
 use super::config::LlamaConfig;
@@ -126,6 +127,29 @@ impl Weights<'_> {
     }
 }
 
+/// The LM head of a model whose embedding table is also its output layer. The table stays
+/// 16-bit even in a quantized load (token lookups need it), so on the CPU a quantized load
+/// gets a Q8_0 copy for the head: every token reads it, and at 16 bits (through gemm's f16
+/// path) it cost about as much as all the quantized layers together. The estimate counts the
+/// copy ([`crate::engine::estimate::tied_head_bytes`]).
+fn tied_head(model: &LoadedModel, embed: &Tensor) -> Result<Linear, EngineError> {
+    let quantized_load = model
+        .weights
+        .values()
+        .any(|w| matches!(w, Weight::Quantized(_)));
+    let inner = embed.dims().last().copied().unwrap_or(0);
+    let weight = if quantized_load && model.device.is_cpu() && inner > 0 && inner % 32 == 0 {
+        let q = embed
+            .to_dtype(DType::F32)
+            .and_then(|t| QTensor::quantize(&t, GgmlDType::Q8_0))
+            .map_err(fail)?;
+        LinearWeight::Quantized(QMatMul::from_arc(Arc::new(q)).map_err(fail)?)
+    } else {
+        LinearWeight::Dense(embed.clone())
+    };
+    Ok(Linear { weight, bias: None })
+}
+
 impl Llama {
     /// Builds the model over `model`'s weights; `max_positions` sizes the rotary tables.
     pub fn new(
@@ -156,10 +180,7 @@ impl Llama {
             });
         }
         let lm_head = if cfg.tie_word_embeddings || !model.weights.contains_key("lm_head.weight") {
-            Linear {
-                weight: LinearWeight::Dense(embed.clone()),
-                bias: None,
-            }
+            tied_head(model, &embed)?
         } else {
             w.linear("lm_head")?
         };
