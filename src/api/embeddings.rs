@@ -173,11 +173,7 @@ async fn embed(state: AppState, req: Request) -> OaiResult<EmbeddingList> {
     })
     .await
     .map_err(|_| OaiError::server("The embedding stopped unexpectedly."))?
-    .map_err(|why| {
-        let mut e = OaiError::server(why);
-        e.status = StatusCode::SERVICE_UNAVAILABLE;
-        e
-    })?;
+    .map_err(OaiError::unavailable)?;
     let data = vectors
         .into_iter()
         .enumerate()

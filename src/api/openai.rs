@@ -227,6 +227,14 @@ impl OaiError {
         }
     }
 
+    /// 503 `server_error`: the model went away (unloaded) or failed while answering.
+    pub(super) fn unavailable(message: impl Into<String>) -> Self {
+        OaiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            ..OaiError::server(message)
+        }
+    }
+
     fn body(&self) -> Value {
         json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
     }
@@ -894,11 +902,7 @@ async fn whole(job: Job, mut rx: mpsc::Receiver<Piece>) -> OaiResult<Response> {
     while let Some(piece) = rx.recv().await {
         match piece {
             Piece::Text(t) => text.push_str(&t),
-            Piece::Failed(why) => {
-                let mut e = OaiError::server(why);
-                e.status = StatusCode::SERVICE_UNAVAILABLE;
-                return Err(e);
-            }
+            Piece::Failed(why) => return Err(OaiError::unavailable(why)),
             Piece::Done(g) => {
                 let choice = match job.kind {
                     Kind::Chat => {

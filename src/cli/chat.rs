@@ -15,20 +15,34 @@ use super::progress::note;
 use crate::api::schema::ModelResponse;
 use crate::domain::ModelStatus;
 
-/// What `millm run` was asked for.
+/// `millm run`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {
     /// Id, name or repo id.
     pub model: String,
-    /// The prompt; `None` for a chat (or the prompt from stdin when it is not a terminal).
-    pub prompt: Option<String>,
+    /// The prompt (its words are joined). Without one: a chat on the terminal, or the prompt
+    /// read from stdin when it is not a terminal.
+    pub prompt: Vec<String>,
+    /// A system message that opens the conversation.
+    #[arg(long)]
     pub system: Option<String>,
+    /// Sampling temperature; 0 always picks the likeliest token [server default: 1].
+    #[arg(long)]
     pub temperature: Option<f64>,
+    /// Nucleus sampling: keep the likeliest tokens up to this probability [server default: 1].
+    #[arg(long)]
     pub top_p: Option<f64>,
+    /// The most tokens in an answer [server default: what the context leaves].
+    #[arg(long)]
     pub max_tokens: Option<u64>,
+    /// Seed of the sampler, for answers that repeat.
+    #[arg(long)]
     pub seed: Option<u64>,
-    /// One non-streamed answer, printed as the server's JSON.
+    /// One answer, not streamed, printed as the server's JSON.
+    #[arg(long)]
     pub json: bool,
-    /// Token counts and speed after each answer, on stderr.
+    /// After each answer, its token counts and speed (on stderr).
+    #[arg(long)]
     pub verbose: bool,
 }
 
@@ -39,7 +53,8 @@ pub async fn run(client: &Client, options: RunOptions) -> Outcome {
     // Installed first: from here on Ctrl-C is ours to interpret, during the load as later.
     let mut interrupt = Interrupt::install();
     let model = ready_to_answer(client, &options.model, &mut interrupt).await?;
-    let prompt = match options.prompt.clone() {
+    let prompt = (!options.prompt.is_empty()).then(|| options.prompt.join(" "));
+    let prompt = match prompt {
         Some(p) => Some(p),
         None if !std::io::stdin().is_terminal() => Some(read_stdin()?),
         None => None,

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use super::chat::RunOptions;
 use super::client::{Client, ClientError};
 use super::progress::{human_bytes, note, Bar, Follow, Job, Update};
 use super::ClientCommand;
@@ -97,31 +96,7 @@ async fn dispatch(client: &Client, command: ClientCommand) -> Outcome {
         ClientCommand::List { json } => list(client, json).await,
         ClientCommand::Show { model, json } => show(client, &model, json).await,
         ClientCommand::Load { model, wait } => load(client, &model, wait).await,
-        ClientCommand::Run {
-            model,
-            prompt,
-            system,
-            temperature,
-            top_p,
-            max_tokens,
-            seed,
-            json,
-            verbose,
-        } => {
-            let prompt = (!prompt.is_empty()).then(|| prompt.join(" "));
-            let options = RunOptions {
-                model,
-                prompt,
-                system,
-                temperature,
-                top_p,
-                max_tokens,
-                seed,
-                json,
-                verbose,
-            };
-            super::chat::run(client, options).await
-        }
+        ClientCommand::Run(options) => super::chat::run(client, options).await,
         ClientCommand::Lock { model } => lock(client, model.as_deref(), true).await,
         ClientCommand::Unlock { model } => lock(client, model.as_deref(), false).await,
         ClientCommand::Unload { model } => unload(client, model.as_deref()).await,

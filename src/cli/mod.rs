@@ -158,34 +158,7 @@ pub enum ClientCommand {
     #[command(
         after_help = "Examples:\n  millm run SmolLM2-135M\n  millm run SmolLM2-135M Why is the sky blue?\n  millm run 3 \"Say hi\" --temperature 0 --max-tokens 64\n  echo \"Summarise: ...\" | millm run SmolLM2-135M\n  millm run SmolLM2-135M \"Say hi\" --json\n\nIn the chat: /bye or Ctrl-D leaves, /clear forgets the conversation, /? helps. Ctrl-C stops\nthe answer being written (the server stops generating it); at the prompt it leaves."
     )]
-    Run {
-        /// Id, name or repo id.
-        model: String,
-        /// The prompt (its words are joined). Without one: a chat on the terminal, or the prompt
-        /// read from stdin when it is not a terminal.
-        prompt: Vec<String>,
-        /// A system message that opens the conversation.
-        #[arg(long)]
-        system: Option<String>,
-        /// Sampling temperature; 0 always picks the likeliest token [server default: 1].
-        #[arg(long)]
-        temperature: Option<f64>,
-        /// Nucleus sampling: keep the likeliest tokens up to this probability [server default: 1].
-        #[arg(long)]
-        top_p: Option<f64>,
-        /// The most tokens in an answer [server default: what the context leaves].
-        #[arg(long)]
-        max_tokens: Option<u64>,
-        /// Seed of the sampler, for answers that repeat.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// One answer, not streamed, printed as the server's JSON.
-        #[arg(long)]
-        json: bool,
-        /// After each answer, its token counts and speed (on stderr).
-        #[arg(long)]
-        verbose: bool,
-    },
+    Run(chat::RunOptions),
     /// Lock the loaded model: requests naming other models do not replace it [default: the loaded one].
     #[command(after_help = "Examples:\n  millm lock\n  millm lock SmolLM2-135M")]
     Lock {

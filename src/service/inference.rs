@@ -57,13 +57,7 @@ impl Services {
             }
             let facts = self.inner.engine.facts();
             if let Some(locked) = facts.loaded.as_ref().filter(|l| l.locked) {
-                let locked_name = self
-                    .inner
-                    .store
-                    .get_model(locked.model_id)
-                    .await
-                    .map(|r| r.name)
-                    .unwrap_or_default();
+                let locked_name = self.model_name(locked.model_id).await;
                 return Ok(Answerer::Locked(
                     Box::new(row),
                     locked.model_id,

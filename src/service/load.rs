@@ -299,14 +299,17 @@ impl Services {
 
     /// `MODEL_LOCKED` for `model_id`, naming the locked model.
     async fn locked_error(&self, locked: i64, model_id: i64) -> AppError {
-        let name = self
-            .inner
+        AppError::locked(locked, &self.model_name(locked).await).with_detail("model_id", model_id)
+    }
+
+    /// A model's name, for messages (empty if the registry cannot say).
+    pub(super) async fn model_name(&self, id: i64) -> String {
+        self.inner
             .store
-            .get_model(locked)
+            .get_model(id)
             .await
             .map(|r| r.name)
-            .unwrap_or_default();
-        AppError::locked(locked, &name).with_detail("model_id", model_id)
+            .unwrap_or_default()
     }
 
     /// `POST /api/models/{id}/unlock`: always answers with the model, unlocked.
