@@ -339,13 +339,16 @@ async function chatSteps(repoId) {
       }
       try {
         await stop.click({ timeout: 2000 });
-        stopped = true;
       } catch {
         log(`attempt ${attempt}: the answer ended as Stop was pressed; asking again`);
+        continue;
       }
+      // The answer may still have finished in the same instant as the click.
+      await lastAnswer().and(page.locator('[data-state="stopped"],[data-state="done"]')).waitFor({ timeout: 10000 });
+      stopped = (await lastAnswer().getAttribute("data-state")) === "stopped";
+      if (!stopped) log(`attempt ${attempt}: the answer finished as Stop was clicked; asking again`);
     }
     expect(stopped, "every answer ended before Stop could be pressed");
-    await lastAnswer().and(page.locator('[data-state="stopped"]')).waitFor({ timeout: 10000 });
     const atStop = await lastAnswerText();
     await panel.getByRole("button", { name: "Send", exact: true }).waitFor();
     await shot("chat-stopped");
