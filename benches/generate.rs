@@ -29,7 +29,7 @@ const PROMPT: &str = "The history of the printing press begins in the fifteenth 
     pamphlets and newspapers became cheap enough for many people to own. Explain why this \
     mattered for science and education.";
 const DECODE_TOKENS: usize = 64;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn model_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("MILLM_BENCH_MODEL_DIR") {
@@ -161,6 +161,7 @@ fn llama_cpp(threads: usize) -> Option<Vec<(String, f64, f64)>> {
 }
 
 fn main() {
+    millm::engine::device::pin_cpu_threads();
     let dir = model_dir();
     let info = inspect_folder(&dir).expect("a model folder");
     let threads = rayon::current_num_threads();
@@ -178,8 +179,16 @@ fn main() {
         };
         load_blocking(&request, &CancellationToken::new(), &|_, _| {}).unwrap()
     };
+    // `MILLM_BENCH_QUANTS=Q8,Q4` measures only those (and skips the 16-bit forms).
+    let only = std::env::var("MILLM_BENCH_QUANTS").ok();
+    let wanted = |q: Quantization| {
+        only.as_deref().is_none_or(|list| {
+            list.split(',')
+                .any(|s| s.trim().eq_ignore_ascii_case(q.as_str()))
+        })
+    };
     let mut ours = Vec::new();
-    for q in Quantization::ALL {
+    for q in Quantization::ALL.into_iter().filter(|&q| wanted(q)) {
         let loaded = load(q);
         let decode = row(&format!("{} {}", q.as_str(), loaded.dtype), &loaded, &dir);
         ours.push((loaded.dtype.clone(), decode));
@@ -187,8 +196,15 @@ fn main() {
 
     // The forms FP16 could hold a 16-bit checkpoint's dense weights in on the CPU, side by
     // side: the loader's choice (`half_format`) should be the fastest of the 16-bit ones.
-    println!("\nFP16 of this checkpoint with its dense weights held as:");
-    for dtype in [DType::BF16, DType::F16, DType::F32] {
+    let forms: &[DType] = if only.is_some() {
+        &[]
+    } else {
+        &[DType::BF16, DType::F16, DType::F32]
+    };
+    if !forms.is_empty() {
+        println!("\nFP16 of this checkpoint with its dense weights held as:");
+    }
+    for &dtype in forms {
         let mut loaded = load(Quantization::FP16);
         for w in loaded.weights.values_mut() {
             if let Weight::Dense(t) = w {

@@ -63,6 +63,7 @@ pub fn run(settings: Settings) -> ExitCode {
         complain(format_args!("{e}"));
         return ExitCode::from(2);
     }
+    crate::engine::device::pin_cpu_threads();
     init_logging(&settings);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -7,6 +7,19 @@ use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
 use nvml_wrapper::Nvml;
 use sysinfo::{MemoryRefreshKind, RefreshKind, System};
 
+/// Fixes the number of CPU threads candle and rayon use (`RAYON_NUM_THREADS`, when not set
+/// already) to the count candle picks for this machine. Call it first thing, before any
+/// thread starts: setting the environment is only sound while the process has one thread.
+/// Without it, candle works the count out again for many parallel tensor operations, and on
+/// Linux each time means reading `/proc/cpuinfo` (362 times in one Q8 row of the generate
+/// bench).
+pub fn pin_cpu_threads() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+}
+
 /// Live figures of the GPU, as the original's `system:metrics` sends them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GpuStats {

@@ -67,9 +67,12 @@ struct Block {
     down: Linear,
 }
 
-/// The keys and values seen so far by one generation.
+/// The keys and values seen so far by one generation: per layer, `[1, positions, kv_heads,
+/// head_dim]` f32 buffers sized for the whole context and filled in place (candle-nn's
+/// `KvCache`), so a token costs a write of its own keys and values rather than a copy of
+/// everything before it. On the CPU the pages are only touched as positions fill.
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<candle_nn::kv_cache::KvCache>,
     /// Positions already in the cache.
     pub len: usize,
 }
@@ -212,8 +215,11 @@ impl Llama {
 
     /// An empty cache for one generation.
     pub fn new_cache(&self) -> KvCache {
+        let positions = self.max_positions();
         KvCache {
-            layers: (0..self.blocks.len()).map(|_| None).collect(),
+            layers: (0..self.blocks.len())
+                .map(|_| candle_nn::kv_cache::KvCache::new(1, positions))
+                .collect(),
             len: 0,
         }
     }
@@ -221,7 +227,9 @@ impl Llama {
     /// Runs `tokens` after what `cache` holds and returns the final hidden states
     /// `[tokens, hidden]` (after the last norm), f32.
     pub fn hidden(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor, EngineError> {
-        self.hidden_inner(tokens, cache).map_err(fail)
+        self.device
+            .with_context(|| self.hidden_inner(tokens, cache))
+            .map_err(fail)
     }
 
     /// Runs `tokens` after what `cache` holds; the logits of the last position, f32 `[vocab]`.
@@ -257,11 +265,10 @@ impl Llama {
             .unsqueeze(0)?;
         let cos = self.cos.narrow(0, start, t)?;
         let sin = self.sin.narrow(0, start, t)?;
-        let mask = causal_mask(t, start, &self.device)?;
         for (block, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let residual = x.clone();
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.eps as f32)?;
-            let h = self.attention(block, &h, &cos, &sin, mask.as_ref(), slot)?;
+            let h = self.attention(block, &h, &cos, &sin, start, slot)?;
             x = (residual + h)?;
             let residual = x.clone();
             let h = candle_nn::ops::rms_norm(&x, &block.mlp_norm, self.eps as f32)?;
@@ -279,8 +286,8 @@ impl Llama {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
-        slot: &mut Option<(Tensor, Tensor)>,
+        start: usize,
+        slot: &mut candle_nn::kv_cache::KvCache,
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (
@@ -288,37 +295,60 @@ impl Llama {
             self.cfg.kv_heads(),
             self.cfg.head_dim(),
         );
-        let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
-            y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
-        };
-        let mut q = heads(block.q.forward(x)?, nh)?;
-        let mut k = heads(block.k.forward(x)?, nkv)?;
-        let v = heads(block.v.forward(x)?, nkv)?;
+        // `[b, t, heads, head_dim]`, the layout the projections produce: no transposes.
+        let mut q = block.q.forward(x)?.reshape((b, t, nh, hd))?;
+        let mut k = block.k.forward(x)?.reshape((b, t, nkv, hd))?;
+        let v = block.v.forward(x)?.reshape((b, t, nkv, hd))?;
         if let Some(w) = &block.q_norm {
             q = candle_nn::ops::rms_norm(&q, w, self.eps as f32)?;
         }
         if let Some(w) = &block.k_norm {
             k = candle_nn::ops::rms_norm(&k, w, self.eps as f32)?;
         }
-        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
-        let (k, v) = match slot.take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
-        };
-        *slot = Some((k.clone(), v.clone()));
-        let k = repeat_kv(&k, nh / nkv)?;
-        let v = repeat_kv(&v, nh / nkv)?;
-        let scores = (q.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?;
-        let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let y = probs.matmul(&v.contiguous()?)?;
+        let q = candle_nn::rotary_emb::rope_thd(&q.contiguous()?, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope_thd(&k.contiguous()?, cos, sin)?;
+        let (k, v) = slot.append(&k, &v.contiguous()?)?;
+        let y = attend(&q, &k, &v, start, self.device.is_cpu() && t == 1)?;
         let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         block.o.forward(&y)
     }
+}
+
+/// Causal attention of `q` `[1, t, heads, head_dim]` (at positions `start..start + t`) over
+/// `k` and `v` `[1, start + t, kv_heads, head_dim]`; grouped-query heads share their key/value
+/// head. Gives `[1, heads, t, head_dim]`. On the CPU this is candle-nn's fused flash attention
+/// (one pass, no score matrix, no repeated keys); elsewhere, the matmul form.
+fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    start: usize,
+    flash: bool,
+) -> candle_core::Result<Tensor> {
+    let (_, t, nh, hd) = q.dims4()?;
+    let nkv = k.dim(2)?;
+    let scale = 1.0 / (hd as f64).sqrt();
+    if flash {
+        return candle_nn::attention::flash_attn::<f32>(
+            q,
+            k,
+            v,
+            scale as f32,
+            candle_nn::attention::AttnMask::causal_with_offset(start),
+            None,
+            None,
+        );
+    }
+    let q = q.transpose(1, 2)?.contiguous()?;
+    let k = repeat_kv(&k.transpose(1, 2)?.contiguous()?, nh / nkv)?;
+    let v = repeat_kv(&v.transpose(1, 2)?.contiguous()?, nh / nkv)?;
+    let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let scores = match causal_mask(t, start, q.device())? {
+        Some(m) => scores.broadcast_add(&m)?,
+        None => scores,
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    probs.matmul(&v.contiguous()?)
 }
 
 /// `[t, start + t]`: 0 where a position may attend, −∞ after it; none for one token.
@@ -358,4 +388,40 @@ pub fn argmax(logits: &Tensor) -> Result<u32, EngineError> {
         .argmax(D::Minus1)
         .and_then(|t| t.to_scalar::<u32>())
         .map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The matmul form (what CUDA runs) and candle-nn's flash attention (what the CPU runs)
+    /// agree: grouped heads, a prefill from the start, a prefill after cached positions, and
+    /// one decoded token.
+    #[test]
+    fn the_matmul_attention_matches_the_flash_attention() {
+        let cpu = Device::Cpu;
+        for (start, t) in [(0, 5), (3, 4), (7, 1)] {
+            let q = Tensor::randn(0f32, 1.0, (1, t, 6, 16), &cpu).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (1, start + t, 2, 16), &cpu).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (1, start + t, 2, 16), &cpu).unwrap();
+            let flash = attend(&q, &k, &v, start, true).unwrap();
+            let matmul = attend(&q, &k, &v, start, false).unwrap();
+            assert_eq!(flash.dims(), &[1, 6, t, 16]);
+            assert_eq!(flash.dims(), matmul.dims());
+            let gap = (flash - matmul)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                gap < 1e-5,
+                "start {start}, {t} tokens: they differ by {gap}"
+            );
+        }
+    }
 }
