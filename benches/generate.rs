@@ -58,7 +58,7 @@ fn model_dir() -> PathBuf {
 }
 
 /// The chat prompt's tokens.
-fn prompt_tokens(loaded: &LoadedModel, dir: &Path) -> usize {
+fn prompt_tokens(loaded: &mut LoadedModel, dir: &Path) -> usize {
     let text = TextModel::build(loaded, dir, 4096).unwrap();
     text.encode_chat(&[ChatMessage {
         role: "user".into(),
@@ -69,7 +69,7 @@ fn prompt_tokens(loaded: &LoadedModel, dir: &Path) -> usize {
 }
 
 /// Best-of-`ROUNDS` prefill tokens/s, decode tokens/s and time to the first token (s).
-fn measure(loaded: &LoadedModel, dir: &Path) -> (f64, f64, f64) {
+fn measure(loaded: &mut LoadedModel, dir: &Path) -> (f64, f64, f64) {
     let text = TextModel::build(loaded, dir, 4096).unwrap();
     let prompt = text
         .encode_chat(&[ChatMessage {
@@ -110,7 +110,7 @@ fn measure(loaded: &LoadedModel, dir: &Path) -> (f64, f64, f64) {
 }
 
 /// Prints one row; returns its decode tokens/s.
-fn row(label: &str, loaded: &LoadedModel, dir: &Path) -> f64 {
+fn row(label: &str, loaded: &mut LoadedModel, dir: &Path) -> f64 {
     let (prefill, decode, ttft) = measure(loaded, dir);
     println!(
         "{label:<12} {:>12.1} {:>12.1} {:>10.1} {:>10}",
@@ -228,11 +228,15 @@ fn main() {
     let mut ours = Vec::new();
     let mut depth = 0;
     for q in Quantization::ALL.into_iter().filter(|&q| wanted(q)) {
-        let loaded = load(q);
+        let mut loaded = load(q);
         if depth == 0 {
-            depth = prompt_tokens(&loaded, &dir);
+            depth = prompt_tokens(&mut loaded, &dir);
         }
-        let decode = row(&format!("{} {}", q.as_str(), loaded.dtype), &loaded, &dir);
+        let decode = row(
+            &format!("{} {}", q.as_str(), loaded.dtype),
+            &mut loaded,
+            &dir,
+        );
         ours.push((loaded.dtype.clone(), decode));
     }
 
@@ -256,7 +260,7 @@ fn main() {
             }
         }
         loaded.footprint_bytes = loaded.weights.values().map(Weight::bytes).sum();
-        row(&format!("FP16 as {}", dtype.as_str()), &loaded, &dir);
+        row(&format!("FP16 as {}", dtype.as_str()), &mut loaded, &dir);
     }
 
     if std::env::var("MILLM_BENCH_LLAMA_CPP").as_deref() == Ok("0") {

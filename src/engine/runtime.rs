@@ -602,8 +602,8 @@ impl Actor {
                                     progress: progress_pct,
                                 });
                             };
-                            let model = load_blocking(&request, &cancel, &report)?;
-                            let text = TextModel::build(&model, &text.folder, text.max_context)
+                            let mut model = load_blocking(&request, &cancel, &report)?;
+                            let text = TextModel::build(&mut model, &text.folder, text.max_context)
                                 .map(Arc::new)
                                 .map_err(|e| e.to_string());
                             Ok((model, text))

@@ -5,7 +5,7 @@
 
 use millm::domain::Quantization;
 use millm::engine::infer::{Llama, LlamaConfig};
-use millm::engine::{inspect_folder, load_blocking, LoadRequest};
+use millm::engine::{inspect_folder, load_blocking, LoadRequest, LoadedModel, Weight};
 use millm_testkit::{Arch, TinyLlama};
 use tokio_util::sync::CancellationToken;
 
@@ -62,10 +62,10 @@ fn load_weights(dir: &std::path::Path, q: Quantization) -> millm::engine::Loaded
 
 /// The model of `dir` loaded at `q` as the server loads it, on the CPU.
 fn load(dir: &std::path::Path, q: Quantization) -> Llama {
-    let loaded = load_weights(dir, q);
+    let mut loaded = load_weights(dir, q);
     let cfg =
         LlamaConfig::parse(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    Llama::new(&loaded, &cfg, 64).unwrap()
+    Llama::new(&mut loaded, &cfg, 64).unwrap()
 }
 
 /// Our logits of every position, in one prefill.
@@ -114,6 +114,72 @@ fn fp32_logits_match_the_numpy_reference_within_1e_4() {
         println!("{arch:?}: max |ours − reference| = {worst:.2e} (largest logit {scale:.3})");
         assert!(worst < 1e-4, "{arch:?}: {worst}");
     }
+}
+
+/// The largest |a − b| between our logits and the reference's.
+fn worst_gap(got: &[Vec<f32>], expected: &[Vec<f64>]) -> f64 {
+    got.iter()
+        .flatten()
+        .zip(expected.iter().flatten())
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn fused_projections_hold_the_same_bytes_and_give_the_same_logits() {
+    let config = |dir: &std::path::Path| {
+        LlamaConfig::parse(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
+    };
+    let bytes = |l: &LoadedModel| l.weights.values().map(Weight::bytes).sum::<u64>();
+    // A Qwen2, so the q/k/v biases are fused too.
+    let dir = write(Arch::Qwen2, 71);
+    let cfg = config(dir.path());
+    for q in [Quantization::FP32, Quantization::Q8] {
+        let mut loaded = load_weights(dir.path(), q);
+        let (held, tensors) = (bytes(&loaded), loaded.weights.len());
+        let first = Llama::new(&mut loaded, &cfg, 64).unwrap();
+        assert_eq!(
+            bytes(&loaded),
+            held,
+            "{q}: the fused weights hold the same bytes"
+        );
+        // Per layer, q/k/v and their biases become one weight and one bias, gate/up one weight.
+        assert_eq!(
+            loaded.weights.len(),
+            tensors - cfg.num_hidden_layers * 5,
+            "{q}"
+        );
+        assert!(loaded
+            .weights
+            .contains_key("model.layers.0.self_attn.q+k+v_proj.weight"));
+        assert!(!loaded
+            .weights
+            .contains_key("model.layers.0.self_attn.q_proj.weight"));
+        // A second build finds them fused.
+        let second = Llama::new(&mut loaded, &cfg, 64).unwrap();
+        assert_eq!(ours(&first), ours(&second), "{q}");
+    }
+    // Rows that are not a multiple of 16 (6 heads of 12): each projection stays its own layer,
+    // and the logits still match the reference.
+    let dir = tempfile::tempdir().unwrap();
+    TinyLlama {
+        hidden: 72,
+        intermediate: 120,
+        heads: 6,
+        kv_heads: 2,
+        seed: 73,
+        ..TinyLlama::default()
+    }
+    .write_as(dir.path(), Arch::Qwen2)
+    .unwrap();
+    let mut loaded = load_weights(dir.path(), Quantization::FP32);
+    let model = Llama::new(&mut loaded, &config(dir.path()), 64).unwrap();
+    assert!(loaded
+        .weights
+        .contains_key("model.layers.0.self_attn.q_proj.weight"));
+    let worst = worst_gap(&ours(&model), &reference(dir.path()));
+    println!("unfused Qwen2: max |ours − reference| = {worst:.2e}");
+    assert!(worst < 1e-4, "{worst}");
 }
 
 #[test]
@@ -191,8 +257,8 @@ fn embeddings_are_the_mean_of_the_last_hidden_states_as_the_numpy_reference_comp
     for (arch, seed) in [(Arch::Llama, 91), (Arch::Qwen3, 93)] {
         let dir = write(arch, seed);
         let expected = reference_embedding(dir.path());
-        let weights = load_weights(dir.path(), Quantization::FP32);
-        let text = millm::engine::infer::TextModel::build(&weights, dir.path(), 64).unwrap();
+        let mut weights = load_weights(dir.path(), Quantization::FP32);
+        let text = millm::engine::infer::TextModel::build(&mut weights, dir.path(), 64).unwrap();
         let got = text.embed(&TOKENS).unwrap();
         assert_eq!(got.len(), expected.len(), "{arch:?}: the hidden size");
         let worst = got
@@ -209,8 +275,8 @@ fn embeddings_are_the_mean_of_the_last_hidden_states_as_the_numpy_reference_comp
 fn a_generation_stops_at_the_next_token_once_its_client_is_gone() {
     use millm::engine::infer::{Finish, Sampling, TextModel};
     let dir = write(Arch::Llama, 95);
-    let weights = load_weights(dir.path(), Quantization::FP32);
-    let text = TextModel::build(&weights, dir.path(), 64).unwrap();
+    let mut weights = load_weights(dir.path(), Quantization::FP32);
+    let text = TextModel::build(&mut weights, dir.path(), 64).unwrap();
     let sampling = Sampling {
         max_tokens: 40,
         temperature: 1.0,

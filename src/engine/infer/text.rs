@@ -119,7 +119,7 @@ impl TextModel {
     /// Builds the text side of `model` from the small files of its folder. `max_context`
     /// bounds the context the server allows (the model's own may be smaller).
     pub fn build(
-        model: &LoadedModel,
+        model: &mut LoadedModel,
         folder: &Path,
         max_context: usize,
     ) -> Result<TextModel, EngineError> {
