@@ -57,26 +57,24 @@ fn model_dir() -> PathBuf {
     dir
 }
 
-/// The chat prompt's tokens.
-fn prompt_tokens(loaded: &mut LoadedModel, dir: &Path) -> usize {
-    let text = TextModel::build(loaded, dir, 4096).unwrap();
+/// The bench's chat prompt, encoded.
+fn chat_prompt(text: &TextModel) -> Vec<u32> {
     text.encode_chat(&[ChatMessage {
         role: "user".into(),
         content: PROMPT.into(),
     }])
     .unwrap()
-    .len()
+}
+
+/// The chat prompt's tokens.
+fn prompt_tokens(loaded: &mut LoadedModel, dir: &Path) -> usize {
+    chat_prompt(&TextModel::build(loaded, dir, 4096).unwrap()).len()
 }
 
 /// Best-of-`ROUNDS` prefill tokens/s, decode tokens/s and time to the first token (s).
 fn measure(loaded: &mut LoadedModel, dir: &Path) -> (f64, f64, f64) {
     let text = TextModel::build(loaded, dir, 4096).unwrap();
-    let prompt = text
-        .encode_chat(&[ChatMessage {
-            role: "user".into(),
-            content: PROMPT.into(),
-        }])
-        .unwrap();
+    let prompt = chat_prompt(&text);
     let (mut best_prefill, mut best_decode, mut best_ttft) = (0.0f64, 0.0f64, f64::MAX);
     for _ in 0..ROUNDS {
         // Prefill alone: the prompt and one sampled token.
@@ -209,12 +207,7 @@ fn main() {
         "quant", "prefill t/s", "decode t/s", "TTFT ms", "weights MB"
     );
     let load = |q: Quantization| {
-        let request = LoadRequest {
-            weight_files: info.weight_files.clone(),
-            tensors: info.tensors.clone(),
-            quantization: q,
-            gpu: false,
-        };
+        let request = LoadRequest::of(&info, q, false);
         load_blocking(&request, &CancellationToken::new(), &|_, _| {}).unwrap()
     };
     // `MILLM_BENCH_QUANTS=Q8,Q4` measures only those (and skips the 16-bit forms).

@@ -66,12 +66,7 @@ fn main() {
     // Warm the page cache once so every figure below reads from memory alike.
     sequential_read(&info.weight_files);
     let load = |q: Quantization| {
-        let req = LoadRequest {
-            weight_files: info.weight_files.clone(),
-            tensors: info.tensors.clone(),
-            quantization: q,
-            gpu: false,
-        };
+        let req = LoadRequest::of(&info, q, false);
         let t = Instant::now();
         let model = load_blocking(&req, &CancellationToken::new(), &|_, _| {}).unwrap();
         let took = t.elapsed();
@@ -168,12 +163,7 @@ fn main() {
         };
         let info = inspect_folder(&folder).unwrap();
         for q in Quantization::ALL {
-            let req = LoadRequest {
-                weight_files: info.weight_files.clone(),
-                tensors: info.tensors.clone(),
-                quantization: q,
-                gpu: false,
-            };
+            let req = LoadRequest::of(&info, q, false);
             let model = load_blocking(&req, &CancellationToken::new(), &|_, _| {}).unwrap();
             let est = estimate(&info.tensors, q, false).weights_bytes as f64;
             let got = model.footprint_bytes as f64;

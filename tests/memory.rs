@@ -24,6 +24,39 @@ fn mb(bytes: u64) -> f64 {
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A server on port 0 and a folder of about 256 MiB of bf16 weights (a real tokenizer).
+/// POSTs `body` to `url`: the status and the JSON reply.
+async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+    let resp = http.post(url).json(&body).send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// Loads model `id` on the server at `base` and waits until it is loaded: its `data` then.
+async fn load_and_wait(http: &reqwest::Client, base: &str, id: i64) -> Value {
+    let (status, reply) = post(http, format!("{base}/api/models/{id}/load"), json!({})).await;
+    assert_eq!(status, 202, "{reply}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let m: Value = http
+            .get(format!("{base}/api/models/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let m = m["data"].clone();
+        if m["status"] == "loaded" {
+            return m;
+        }
+        assert_ne!(m["status"], "error", "{m}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "load did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 struct Server {
     base: String,
     http: reqwest::Client,
@@ -54,14 +87,7 @@ impl Server {
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
+        post(&self.http, format!("{}{path}", self.base), body).await
     }
 
     /// Registers the model folder at `quantization` as `name`: the model's `data`.
@@ -75,32 +101,7 @@ impl Server {
 
     /// Loads model `id` and waits until it is loaded: its `data` then.
     async fn load(&self, id: i64) -> Value {
-        let (status, reply) = self
-            .post(&format!("/api/models/{id}/load"), json!({}))
-            .await;
-        assert_eq!(status, 202, "{reply}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let m: Value = self
-                .http
-                .get(format!("{}/api/models/{id}", self.base))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let m = m["data"].clone();
-            if m["status"] == "loaded" {
-                return m;
-            }
-            assert_ne!(m["status"], "error", "{m}");
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "load did not finish"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        load_and_wait(&self.http, &self.base, id).await
     }
 
     async fn unload(&self, id: i64) {
@@ -201,47 +202,19 @@ async fn after_a_warm_up_generation_rss_is_within_5_percent_of_the_estimate() {
         let run = tempfile::tempdir().unwrap();
         let (mut server, base) = serve_process(run.path()).await;
         let pid = server.id().unwrap();
-        let post = |path: String, body: Value| {
-            let http = http.clone();
-            async move {
-                let resp = http.post(path).json(&body).send().await.unwrap();
-                (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
-            }
-        };
         let body =
             json!({"source": "local", "local_path": model.dir, "quantization": quantization});
-        let (status, reply) = post(format!("{base}/api/models"), body).await;
+        let (status, reply) = post(&http, format!("{base}/api/models"), body).await;
         assert_eq!(status, 202, "{reply}");
         let id = reply["data"]["id"].as_i64().unwrap();
         let estimate = reply["data"]["estimated_memory_mb"].as_u64().unwrap() << 20;
         let before = rss_of(pid);
-        let (status, reply) = post(format!("{base}/api/models/{id}/load"), json!({})).await;
-        assert_eq!(status, 202, "{reply}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let m: Value = http
-                .get(format!("{base}/api/models/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if m["data"]["status"] == "loaded" {
-                break;
-            }
-            assert_ne!(m["data"]["status"], "error", "{m}");
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "load did not finish"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        load_and_wait(&http, &base, id).await;
         let after_load = rss_of(pid);
         // Warm-up: a generation to the end of the context.
         let body = json!({"model": id.to_string(), "prompt": "Once", "temperature": 1.0,
                           "seed": 1, "max_tokens": 250});
-        let (status, answer) = post(format!("{base}/v1/completions"), body).await;
+        let (status, answer) = post(&http, format!("{base}/v1/completions"), body).await;
         assert_eq!(status, 200, "{answer}");
         let held = rss_of(pid).saturating_sub(before);
         let off = (held as f64 - estimate as f64) / estimate as f64;

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::convert::{self, ConvertError, Source};
 use super::estimate::{half_format, target_format, TargetFormat};
-use super::inspect::TensorMeta;
+use super::inspect::{CheckpointInfo, TensorMeta};
 use super::EngineError;
 use crate::domain::Quantization;
 
@@ -67,6 +67,18 @@ pub struct LoadRequest {
     pub tensors: Vec<TensorMeta>,
     pub quantization: Quantization,
     pub gpu: bool,
+}
+
+impl LoadRequest {
+    /// The load of the checkpoint `info` describes, at `quantization`, onto the GPU or the CPU.
+    pub fn of(info: &CheckpointInfo, quantization: Quantization, gpu: bool) -> LoadRequest {
+        LoadRequest {
+            weight_files: info.weight_files.clone(),
+            tensors: info.tensors.clone(),
+            quantization,
+            gpu,
+        }
+    }
 }
 
 /// Load stages reported to the caller.
@@ -287,12 +299,7 @@ mod tests {
 
     fn load(folder: &std::path::Path, q: Quantization) -> (LoadedModel, u64) {
         let info = inspect_folder(folder).unwrap();
-        let req = LoadRequest {
-            weight_files: info.weight_files.clone(),
-            tensors: info.tensors.clone(),
-            quantization: q,
-            gpu: false,
-        };
+        let req = LoadRequest::of(&info, q, false);
         let model = load_blocking(&req, &CancellationToken::new(), &|_, _| {}).unwrap();
         (model, estimate(&info.tensors, q, false).weights_bytes)
     }
@@ -353,12 +360,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let folder = bf16_checkpoint(dir.path());
         let info = inspect_folder(&folder).unwrap();
-        let req = LoadRequest {
-            weight_files: info.weight_files,
-            tensors: info.tensors,
-            quantization: Quantization::Q4,
-            gpu: false,
-        };
+        let req = LoadRequest::of(&info, Quantization::Q4, false);
         let cancel = CancellationToken::new();
         cancel.cancel();
         assert!(matches!(

@@ -51,12 +51,7 @@ fn run_reference(dir: &std::path::Path, extra: &[&str]) -> Vec<u8> {
 /// The weights of `dir` loaded at `q` as the server loads them, on the CPU.
 fn load_weights(dir: &std::path::Path, q: Quantization) -> millm::engine::LoadedModel {
     let info = inspect_folder(dir).unwrap();
-    let request = LoadRequest {
-        weight_files: info.weight_files,
-        tensors: info.tensors,
-        quantization: q,
-        gpu: false,
-    };
+    let request = LoadRequest::of(&info, q, false);
     load_blocking(&request, &CancellationToken::new(), &|_, _| {}).unwrap()
 }
 
