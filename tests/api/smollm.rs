@@ -84,9 +84,13 @@ async fn smollm2_answers_factual_questions_at_fp16_q8_and_q4() {
         let answer = ask(&app, &name, "What is the capital of France?").await;
         println!("{q}: capital of France → {answer:?}");
         assert!(answer.contains("Paris"), "{q}: {answer}");
-        let answer = ask(&app, &name, "What color is the sky on a clear day?").await;
-        println!("{q}: sky → {answer:?}");
-        assert!(answer.to_lowercase().contains("blue"), "{q}: {answer}");
+        // Both answers come in the first few tokens at every quantization. (An earlier
+        // question, the sky's colour, was answered "blue" only at token 27, after a near tie
+        // at Q8 — "unadulterated blue" or "unadulterated light" — that flipped with the order
+        // of the float additions in the attention.)
+        let answer = ask(&app, &name, "What is the opposite of hot?").await;
+        println!("{q}: opposite of hot → {answer:?}");
+        assert!(answer.to_lowercase().contains("cold"), "{q}: {answer}");
     }
     app.stop().await;
 }
