@@ -27,9 +27,10 @@ pub fn pin_cpu_threads() {
 /// of a few thousand values, too small to gain from splitting. Run in candle's pool of as many
 /// threads as cores, rayon split them anyway, and its idle workers spun on the same cores
 /// as the matmul workers: with one thread the Q8 decode of SmolLM2-135M went from 76–88 to
-/// 96–101 tokens/s on 2 cores (300 tokens, alternated runs). The dense 16- and 32-bit
-/// weights lose nothing: for one row gemm's matrix-vector product is single-threaded anyway.
-/// Prefill, where the operations are wide, stays in candle's pool.
+/// 96–101 tokens/s on 2 cores (300 tokens, alternated runs). Dense 16- and 32-bit layers
+/// split their one-row products over the barrier pool too (gemm's matrix-vector product is
+/// single-threaded whatever the rayon pool). Prefill, where the operations are wide, stays in
+/// candle's pool.
 pub fn on_one_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
