@@ -632,6 +632,14 @@ pub fn argmax(logits: &Tensor) -> Result<u32, EngineError> {
 mod tests {
     use super::*;
 
+    /// The largest absolute difference between two tensors of one shape, in f32.
+    fn largest_gap(a: &Tensor, b: &Tensor) -> f32 {
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        (f32(a) - f32(b))
+            .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+            .unwrap()
+    }
+
     /// A dense layer's one-row product split over the cores gives the plain matmul's values,
     /// in f32 and f16, for widths that split evenly, unevenly and not at all.
     #[test]
@@ -649,16 +657,7 @@ mod tests {
             let split = gemv_on_every_core(&x, &w).unwrap();
             let plain = x.broadcast_matmul(&w.t().unwrap()).unwrap();
             assert_eq!(split.dims(), &[1, 1, n]);
-            let gap = (split.to_dtype(DType::F32).unwrap() - plain.to_dtype(DType::F32).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let gap = largest_gap(&split, &plain);
             // The same kernel over the same inputs; the bound only allows a SIMD tail to sum
             // in another order (values are about 10, one f16 step there is 0.008).
             let bound = if dtype == DType::F16 { 0.008 } else { 1e-4 };
@@ -684,16 +683,7 @@ mod tests {
             let matmul = attend(&q, &k, &v, positions - 1).unwrap();
             assert_eq!(one.dims(), &[1, 6, 1, 16]);
             assert_eq!(one.dims(), matmul.dims());
-            let gap = (one - matmul)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let gap = largest_gap(&one, &matmul);
             assert!(gap < 1e-5, "{positions} positions: they differ by {gap}");
         }
     }
