@@ -23,7 +23,6 @@ fn mb(bytes: u64) -> f64 {
 /// One test at a time: each reads the process's RSS.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A server on port 0 and a folder of about 256 MiB of bf16 weights (a real tokenizer).
 /// POSTs `body` to `url`: the status and the JSON reply.
 async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
     let resp = http.post(url).json(&body).send().await.unwrap();
@@ -57,6 +56,7 @@ async fn load_and_wait(http: &reqwest::Client, base: &str, id: i64) -> Value {
     }
 }
 
+/// A server on port 0 and a folder of about 256 MiB of bf16 weights (a real tokenizer).
 struct Server {
     base: String,
     http: reqwest::Client,

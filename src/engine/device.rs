@@ -30,17 +30,22 @@ pub fn pin_cpu_threads() {
 /// 96–101 tokens/s on 2 cores (300 tokens, alternated runs). Dense 16- and 32-bit layers
 /// split their one-row products over the barrier pool too (gemm's matrix-vector product is
 /// single-threaded whatever the rayon pool). Prefill, where the operations are wide, stays in
-/// candle's pool.
+/// candle's pool. Should the system refuse the pool its thread, `f` runs on the calling thread
+/// (slower, never an error).
 pub fn on_one_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .thread_name(|_| "millm-decode".into())
             .build()
-            .expect("a one-thread pool starts")
-    })
-    .install(f)
+            .map_err(|e| tracing::warn!("no decode thread ({e}); decoding on the caller's"))
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
 }
 
 /// Live figures of the GPU, as the original's `system:metrics` sends them.
